@@ -1,0 +1,104 @@
+"""CSV ingestion: ``ws.ingest`` vs ``pyarrow.csv.read_csv`` + ``deltalake.write_deltalake``.
+
+Usage: ``.venv/bin/python bench/ingest.py [--quick] [--rows N] [--reps N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from _common import (
+    DATA_DIR,
+    SideResult,
+    emit,
+    flights_csv,
+    fresh_dir,
+    machine,
+    peak_rss_mib,
+    run_side,
+    summarize,
+    time_reps,
+    versions,
+)
+
+RUNS_DIR = DATA_DIR / "runs" / "ingest"
+TABLE = "dev.bronze.flights"
+
+
+def baseline(source: Path, rows: int, reps: int) -> SideResult:
+    """Read the CSV with pyarrow and write it to a fresh Delta table with delta-rs."""
+    import pyarrow.csv as pacsv
+    from deltalake import write_deltalake
+
+    csv = source / "flights.csv"
+    dest = RUNS_DIR / "baseline"
+
+    def run(rep: int) -> int:
+        table = pacsv.read_csv(csv)
+        write_deltalake(str(dest / f"rep{rep}"), table)
+        return table.num_rows
+
+    times, counts = time_reps(run, reps, setup=lambda rep: fresh_dir(dest))
+    _check_rows(counts, rows)
+    return SideResult("baseline", rows, times, peak_rss_mib())
+
+
+def lakeforge_side(source: Path, rows: int, reps: int) -> SideResult:
+    """Ingest the CSV folder into a table of a fresh Lakeforge project."""
+    import lakeforge
+
+    dest = RUNS_DIR / "lakeforge"
+    workspaces: list[lakeforge.Workspace] = []
+
+    def setup(rep: int) -> None:
+        fresh_dir(dest)
+        project = lakeforge.init_project(f"bench_ingest_{rep}", dest)
+        workspaces.append(lakeforge.connect(project_dir=project))
+
+    def run(rep: int) -> int:
+        return workspaces[rep].ingest(source, TABLE).rows
+
+    times, counts = time_reps(run, reps, setup=setup)
+    for ws in workspaces:
+        ws.close()
+    _check_rows(counts, rows)
+    return SideResult("lakeforge", rows, times, peak_rss_mib())
+
+
+def _check_rows(counts: list[int], rows: int) -> None:
+    if any(n != rows for n in counts):
+        raise SystemExit(f"row count mismatch: expected {rows} per run, got {counts}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="200k rows, 1 run per side")
+    parser.add_argument("--rows", type=int, help="CSV rows (default 1,000,000; quick 200,000)")
+    parser.add_argument("--reps", type=int, help="runs per side, best kept (default 3; quick 1)")
+    parser.add_argument("--side", choices=["baseline", "lakeforge"], help=argparse.SUPPRESS)
+    parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    rows = args.rows or (200_000 if args.quick else 1_000_000)
+    reps = args.reps or (1 if args.quick else 3)
+
+    if args.side:
+        side = baseline if args.side == "baseline" else lakeforge_side
+        emit(side(args.source, rows, reps))
+        return
+
+    print(f"ingest benchmark: {rows:,} rows, best of {reps}; {machine()}")
+    print(versions("pyarrow", "deltalake", "duckdb"))
+    source = flights_csv(rows)
+    size_mib = (source / "flights.csv").stat().st_size / 2**20
+    print(f"source: {source / 'flights.csv'} ({size_mib:.0f} MiB)")
+    common = ["--rows", str(rows), "--reps", str(reps), "--source", str(source)]
+    base = run_side(__file__, "baseline", common)
+    lf = run_side(__file__, "lakeforge", common)
+    ok = summarize(f"CSV ingest, {rows:,} rows", base, lf)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""The SDK entry point: one project, one target, and the services that act on it."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from typing import Any
+
+import pyarrow as pa
+
+from lakeforge.lakehouse import IngestReport, Ingestor, Lakehouse, SqlSession
+from lakeforge.lakehouse._ingest import FileFormat, ProgressCallback
+from lakeforge.project import Project, Target
+from lakeforge.state import StateStore
+
+
+class Workspace:
+    """A project seen from one target: ``ws.tables``, ``ws.sql(...)``, ``ws.ingest(...)``."""
+
+    def __init__(self, project: Project, target: Target) -> None:
+        self.project = project
+        self.target = target
+
+    @cached_property
+    def tables(self) -> Lakehouse:
+        """The lakehouse catalog of this target."""
+        return Lakehouse(self.project, self.target)
+
+    @cached_property
+    def state(self) -> StateStore:
+        """The target's control-plane state store (migrated on first use)."""
+        return StateStore(self.target.state_store_url)
+
+    def sql(self, query: str, *, read_only: bool = True) -> pa.Table:
+        """Run SQL over the lakehouse; see :mod:`lakeforge.lakehouse._sql` for the syntax."""
+        return SqlSession(self.tables).run(query, read_only=read_only)
+
+    def ingest(
+        self,
+        source: str | os.PathLike[str],
+        into: str,
+        *,
+        format: FileFormat = "auto",
+        evolve_schema: bool = False,
+        progress: ProgressCallback | None = None,
+        **options: Any,
+    ) -> IngestReport:
+        """Load the files in ``source`` not yet ingested into table ``into``."""
+        return Ingestor(self.tables, self.state).run(
+            source, into, format=format, evolve_schema=evolve_schema, progress=progress, **options
+        )
+
+    def close(self) -> None:
+        if "state" in self.__dict__:
+            self.state.dispose()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def connect(
+    target: str | None = None, *, project_dir: str | os.PathLike[str] | None = None
+) -> Workspace:
+    """Open the project at ``project_dir`` (default: nearest above cwd) on ``target``.
+
+    The target is ``target``, else ``$LAKEFORGE_TARGET``, else the project's default.
+    """
+    project = Project.load(project_dir)
+    return Workspace(project, project.target(target))

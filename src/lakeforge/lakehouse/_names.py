@@ -1,0 +1,49 @@
+"""Three-part table names: ``catalog.schema.table``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from lakeforge.errors import TableNameError
+
+_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+@dataclass(frozen=True, order=True)
+class TableName:
+    """A validated table name. Parts are case-insensitive and stored lowercase."""
+
+    catalog: str
+    schema: str
+    table: str
+
+    @classmethod
+    def parse(cls, name: str, *, default_catalog: str | None = None) -> TableName:
+        """Parse ``catalog.schema.table`` (or ``schema.table`` with ``default_catalog``)."""
+        if not isinstance(name, str):
+            raise TableNameError(f"table name must be a string, got {type(name).__name__}")
+        parts = name.strip().split(".")
+        if len(parts) == 2 and default_catalog is not None:
+            parts = [default_catalog, *parts]
+        if len(parts) != 3:
+            raise TableNameError(
+                f"table name {name!r} must have three parts, catalog.schema.table "
+                "(e.g. dev.bronze.flights)"
+            )
+        for label, part in zip(("catalog", "schema", "table"), parts, strict=True):
+            if not part:
+                raise TableNameError(f"table name {name!r} has an empty {label} part")
+            if not _PART.match(part):
+                raise TableNameError(
+                    f"table name {name!r}: {label} part {part!r} is not valid; use letters, "
+                    "digits and '_', starting with a letter or '_'"
+                )
+        return cls(*(part.lower() for part in parts))
+
+    def __str__(self) -> str:
+        return f"{self.catalog}.{self.schema}.{self.table}"
+
+    def sibling(self, table: str) -> TableName:
+        """Another table in the same schema."""
+        return TableName.parse(f"{self.catalog}.{self.schema}.{table}")

@@ -1,0 +1,169 @@
+"""The project file ``lakeforge.yaml``: its pydantic model, loading and error reporting."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lakeforge.errors import ConfigError
+
+PROJECT_FILE = "lakeforge.yaml"
+DEFAULT_TARGETS = ("dev", "staging", "prod")
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def check_name(value: str, what: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"{what} {value!r} is not valid: use lowercase letters, digits and '_', "
+            "starting with a letter (at most 63 characters)"
+        )
+    return value
+
+
+class TargetConfig(BaseModel):
+    """One deployment target (``dev``, ``staging``, ``prod``, ...).
+
+    Every field but ``root`` has a default derived from the target's name and root.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    root: str | None = Field(
+        default=None,
+        description="Storage root: a local path (relative to the project) or an object-store URI.",
+    )
+    catalog: str | None = Field(default=None, description="Catalog name; defaults to the target name.")
+    mlflow_tracking_uri: str | None = None
+    state_store: str | None = Field(default=None, description="SQLAlchemy URL of the state store.")
+    read_from: list[str] = Field(default_factory=list)
+    storage_options: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("catalog")
+    @classmethod
+    def _catalog_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_name(value, "catalog")
+
+
+class ProjectConfig(BaseModel):
+    """The validated content of ``lakeforge.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    default_target: str = "dev"
+    targets: dict[str, TargetConfig] = Field(
+        default_factory=lambda: {name: TargetConfig() for name in DEFAULT_TARGETS}
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _project_name(cls, value: str) -> str:
+        return check_name(value, "project name")
+
+    @field_validator("targets")
+    @classmethod
+    def _target_names(cls, value: dict[str, TargetConfig]) -> dict[str, TargetConfig]:
+        if not value:
+            raise ValueError("at least one target is required")
+        for name in value:
+            check_name(name, "target name")
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> ProjectConfig:
+        allowed = list(self.targets)
+        if self.default_target not in self.targets:
+            raise ValueError(
+                f"default_target: {self.default_target!r} is not a declared target "
+                f"(allowed: {', '.join(allowed)})"
+            )
+        catalogs: dict[str, str] = {}
+        for name, target in self.targets.items():
+            for other in target.read_from:
+                if other not in self.targets:
+                    raise ValueError(
+                        f"targets.{name}.read_from: names unknown target {other!r} "
+                        f"(allowed: {', '.join(allowed)})"
+                    )
+            catalog = target.catalog or name
+            if catalog in catalogs:
+                raise ValueError(
+                    f"targets.{name}.catalog: targets {catalogs[catalog]!r} and {name!r} "
+                    f"both use catalog {catalog!r}"
+                )
+            catalogs[catalog] = name
+        return self
+
+
+def _expand_env(node: Any) -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in string values with the environment's."""
+    if isinstance(node, str):
+
+        def sub(match: re.Match[str]) -> str:
+            value = os.environ.get(match.group(1), match.group(2))
+            if value is None:
+                raise ConfigError(f"environment variable {match.group(1)} is not set")
+            return value
+
+        return _ENV_REF.sub(sub, node)
+    if isinstance(node, dict):
+        return {key: _expand_env(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_expand_env(value) for value in node]
+    return node
+
+
+def _format_validation_error(path: Path, error: ValidationError) -> str:
+    lines = [f"{path}: invalid project file"]
+    for item in error.errors():
+        loc = ".".join(str(part) for part in item["loc"])
+        msg = item["msg"].removeprefix("Value error, ")
+        if not loc:  # cross-field checks name their field in the message
+            lines.append(f"  field {msg}")
+            continue
+        if item["type"] == "extra_forbidden":
+            msg = "unknown field"
+        bad = item.get("input")
+        shown = "" if isinstance(bad, dict) or item["type"] == "missing" else f" (got {bad!r})"
+        lines.append(f"  field {loc}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(path: Path, text: str) -> ProjectConfig:
+    """Parse and validate project-file text; errors name the file, field and bad value."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping with at least 'name:', got {type(raw).__name__}",
+            hint="see `lakeforge init` for a template",
+        )
+    try:
+        return ProjectConfig.model_validate(_expand_env(raw))
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(path, exc)) from None
+
+
+def find_project_file(start: Path) -> Path:
+    """The nearest ``lakeforge.yaml`` in ``start`` or one of its parents."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        candidate = folder / PROJECT_FILE
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"no {PROJECT_FILE} in {start} or any parent folder",
+        hint="run `lakeforge init NAME` to create a project, or pass --project-dir",
+    )

@@ -1,0 +1,94 @@
+"""The state store: control-plane records in SQLite (embedded) or PostgreSQL (teams)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+from lakeforge.errors import ConfigError
+
+_MIGRATIONS = Path(__file__).with_name("migrations")
+_lock = threading.Lock()
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    return config
+
+
+def head_revision() -> str | None:
+    """The newest migration this version of Lakeforge ships."""
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+class StateStore:
+    """A SQLAlchemy engine on the state store, migrated to the newest schema on first use."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise ConfigError(f"state store URL {url!r} is not a SQLAlchemy URL") from None
+        if parsed.get_backend_name() == "sqlite" and parsed.database:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine: Engine = create_engine(parsed, pool_pre_ping=True)
+        except NoSuchModuleError:
+            raise ConfigError(f"state store URL {url!r}: unknown database dialect") from None
+        except ModuleNotFoundError as exc:
+            raise ConfigError(
+                f"state store URL {url!r} needs the driver {exc.name!r}",
+                hint="pip install 'lakeforge[postgres]' for PostgreSQL",
+            ) from None
+        if parsed.get_backend_name() == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.url = parsed.render_as_string(hide_password=True)
+        self._migrated = False
+
+    def migrate(self) -> None:
+        """Upgrade the schema to the newest revision (a no-op when it is current)."""
+        if self._migrated:
+            return
+        with _lock:
+            try:
+                with self.engine.begin() as conn:
+                    current = MigrationContext.configure(conn).get_current_revision()
+                    if current != head_revision():
+                        config = _alembic_config()
+                        config.attributes["connection"] = conn
+                        command.upgrade(config, "head")
+            except OperationalError as exc:
+                raise ConfigError(
+                    f"cannot reach the state store {self.url}: {exc.orig}"
+                ) from None
+        self._migrated = True
+
+    def connect_engine(self) -> Engine:
+        """The engine, after making sure the schema is current."""
+        self.migrate()
+        return self.engine
+
+    def revision(self) -> str | None:
+        """The schema revision the database is at."""
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

@@ -1,0 +1,60 @@
+"""Shared fixtures: a fresh project per test, real flights data, a real PostgreSQL database."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+
+import lakeforge
+from lakeforge import Workspace
+from lakeforge.demo import load_flights
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.pop("LAKEFORGE_TARGET", None)
+
+PG_ADMIN_URL = os.environ.get("LAKEFORGE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path) -> Path:
+    return lakeforge.init_project("testproj", tmp_path)
+
+
+@pytest.fixture
+def ws(project_dir: Path) -> Iterator[Workspace]:
+    with lakeforge.connect("dev", project_dir=project_dir) as workspace:
+        yield workspace
+
+
+@pytest.fixture(scope="session")
+def all_flights() -> pa.Table:
+    return load_flights()
+
+
+@pytest.fixture
+def flights(all_flights: pa.Table) -> pa.Table:
+    """Two thousand real flights (January 1st and 2nd, 2013)."""
+    return all_flights.slice(0, 2000)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database on the machine's server, dropped afterwards."""
+    name = f"lf_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:  # pragma: no cover - CI starts the server
+        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 does not answer ({exc.orig}); run .ci/services.sh")
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
