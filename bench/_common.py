@@ -88,23 +88,55 @@ def fresh_dir(path: Path) -> Path:
 
 
 def peak_rss_mib() -> float:
-    """This process's peak resident set size in MiB (``ru_maxrss`` is KiB on Linux)."""
+    """This process's peak resident set size in MiB.
+
+    On Linux this is ``VmHWM`` from ``/proc/self/status``: ``ru_maxrss`` survives
+    ``execve``, so a child started by a big parent would report the parent's peak.
+    Elsewhere it is ``getrusage(RUSAGE_SELF).ru_maxrss`` (bytes on macOS, KiB otherwise).
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
+def rss_mib() -> float:
+    """This process's current resident set size in MiB (0 where /proc is missing)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def time_reps(
-    run: Callable[[int], Any], reps: int, setup: Callable[[int], None] | None = None
+    run: Callable[[int], Any],
+    reps: int,
+    setup: Callable[[int], None] | None = None,
+    warmup: int = 1,
 ) -> tuple[list[float], list[Any]]:
-    """Call ``run(rep)`` ``reps`` times (``setup(rep)`` untimed before each); times and results."""
+    """Call ``run(rep)`` ``warmup`` times untimed, then ``reps`` times timed.
+
+    ``setup(rep)`` runs untimed before every call (warm-up calls get ``rep`` 0, 1, ...
+    first). The warm-up absorbs first-call costs (page-faulting fresh memory, thread
+    pools) that would otherwise land on one side's first timed run. Returns the timed
+    runs' seconds and results.
+    """
     times: list[float] = []
     results: list[Any] = []
-    for rep in range(reps):
+    for rep in range(warmup + reps):
         if setup is not None:
             setup(rep)
         start = time.perf_counter()
-        results.append(run(rep))
-        times.append(time.perf_counter() - start)
+        result = run(rep)
+        elapsed = time.perf_counter() - start
+        if rep >= warmup:
+            times.append(elapsed)
+            results.append(result)
     return times, results
 
 
@@ -116,6 +148,7 @@ class SideResult:
     rows: int
     times: list[float]
     peak_mib: float
+    import_mib: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -154,6 +187,16 @@ def machine() -> str:
     return f"{platform.machine()}, {cores} cores, Python {platform.python_version()}"
 
 
+def revision() -> str:
+    """The git commit of the checkout, ``+dirty`` when ``src/`` has uncommitted changes."""
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=BENCH_DIR, capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "--", "../src") else "")
+
+
 def versions(*modules: str) -> str:
     """``name x.y.z`` for each importable module."""
     out = []
@@ -162,14 +205,15 @@ def versions(*modules: str) -> str:
             out.append(f"{name} {__import__(name).__version__}")
         except (ImportError, AttributeError):
             out.append(f"{name} ?")
-    return ", ".join(out)
+    return ", ".join(out) + f"; lakeforge checkout {revision()}"
 
 
 def summarize(title: str, baseline: SideResult, lakeforge: SideResult,
               target: float = TARGET_RATIO) -> bool:
     """Print the result table and the verdict; return whether Lakeforge met ``target``."""
     ratio = lakeforge.rows_per_s / baseline.rows_per_s
-    header = f"{'side':<10} {'best s':>8} {'all runs (s)':<24} {'rows/s':>12} {'peak MiB':>9} {'ratio':>6}"
+    header = (f"{'side':<10} {'best s':>8} {'all runs (s)':<24} {'rows/s':>12} "
+              f"{'peak MiB':>9} {'import MiB':>10} {'ratio':>6}")
     print(f"\n{title}")
     print(header)
     print("-" * len(header))
@@ -177,8 +221,9 @@ def summarize(title: str, baseline: SideResult, lakeforge: SideResult,
         runs = ", ".join(f"{t:.2f}" for t in res.times)
         r = res.rows_per_s / baseline.rows_per_s
         print(f"{res.side:<10} {res.best:>8.3f} {runs:<24} {res.rows_per_s:>12,.0f} "
-              f"{res.peak_mib:>9.0f} {r:>6.2f}")
+              f"{res.peak_mib:>9.0f} {res.import_mib:>10.0f} {r:>6.2f}")
     ok = ratio >= target
+    print("(peak MiB: the side's process high-water RSS; import MiB: its RSS after imports)")
     print(f"\nlakeforge/baseline throughput = {ratio:.2f}x (target >= {target:.2f}x): "
           f"{'PASS' if ok else 'FAIL'}")
     return ok

@@ -341,4 +341,5 @@ def _strings_for_nulls(data: pa.Table) -> pa.Table:
 
 
 def _short(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
+    text = " ".join(line.strip() for line in str(exc).strip().splitlines())
+    return text[:500] if text else type(exc).__name__

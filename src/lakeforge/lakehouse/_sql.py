@@ -157,56 +157,57 @@ class SqlSession:
     def __init__(self, lakehouse: Lakehouse) -> None:
         self.lakehouse = lakehouse
 
-    def _bind(
-        self, con: duckdb.DuckDBPyConnection, query: str, refs: list[TableRef]
-    ) -> tuple[str, list[TableName]]:
-        """Replace lakehouse names with registered datasets (or write-target placeholders)."""
-        registered: dict[tuple[TableName, int | None, datetime | None], str] = {}
+    @staticmethod
+    def _rewrite(
+        query: str, refs: list[TableRef]
+    ) -> tuple[str, dict[str, TableRef], list[TableName]]:
+        """Replace lakehouse names with dataset views (``__lf_tN``) or write targets (``__lf_wN``)."""
+        views: dict[tuple[TableName, int | None, datetime | None], str] = {}
+        scans: dict[str, TableRef] = {}
         targets: list[TableName] = []
         pieces: list[str] = []
         cursor = 0
         for ref in refs:
-            if _WRITE_HEAD.search(query[cursor : ref.start]):
+            pieces.append(query[cursor : ref.start])
+            cursor = ref.end
+            if _WRITE_HEAD.search(pieces[-1]):
                 if ref.version is not None or ref.as_of is not None:
                     raise SqlError(f"cannot write to a past version of {ref.name}")
-                pieces += [query[cursor : ref.start], f"__lf_w{len(targets)}"]
+                pieces.append(f"__lf_w{len(targets)}")
                 targets.append(ref.name)
-                cursor = ref.end
                 continue
-            key = (ref.name, ref.version, ref.as_of)
-            if key not in registered:
-                view = f"__lf_t{len(registered)}"
-                con.register(view, self.lakehouse.scan(ref.name, version=ref.version,
-                                                       as_of=ref.as_of))
-                registered[key] = view
-            alias = "" if ref.has_alias else f' AS "{ref.name.table}"'
-            pieces += [query[cursor : ref.start], registered[key] + alias]
-            cursor = ref.end
+            view = views.setdefault((ref.name, ref.version, ref.as_of), f"__lf_t{len(views)}")
+            scans[view] = ref
+            pieces.append(view + ("" if ref.has_alias else f' AS "{ref.name.table}"'))
         pieces.append(query[cursor:])
-        return "".join(pieces), targets
+        return "".join(pieces), scans, targets
 
     def run(self, query: str, *, read_only: bool = True) -> pa.Table:
         """Run ``query`` and return the result of its last statement as an Arrow table."""
         if not query.strip():
             raise SqlError("empty SQL query")
+        refs = find_table_refs(query, self.lakehouse.project.catalogs)
+        bound, scans, targets = self._rewrite(query, refs)
+        try:
+            statements = duckdb.extract_statements(bound)
+        except duckdb.Error as exc:
+            raise SqlError(f"SQL does not parse: {_first_line(exc)}") from None
+        if not statements:
+            raise SqlError("no SQL statement found")
+        for statement in statements:
+            if read_only and statement.type not in _READ_TYPES:
+                raise SqlError(
+                    f"{statement.type.name} statements are not allowed: SQL is read-only by "
+                    "default (pass --write / read_only=False for CREATE TABLE AS and INSERT INTO)"
+                )
         con = connect()
         try:
-            bound, targets = self._bind(con, query, find_table_refs(query, self.lakehouse.project.catalogs))
-            try:
-                statements = duckdb.extract_statements(bound)
-            except duckdb.Error as exc:
-                raise SqlError(f"SQL does not parse: {_first_line(exc)}") from None
-            if not statements:
-                raise SqlError("no SQL statement found")
+            for view, ref in scans.items():
+                con.register(view, self.lakehouse.scan(ref.name, version=ref.version, as_of=ref.as_of))
             result: pa.Table | None = None
             for statement in statements:
                 if statement.type in _READ_TYPES:
                     result = self._select(con, statement.query)
-                elif read_only:
-                    raise SqlError(
-                        f"{statement.type.name} statements are not allowed: SQL is read-only by "
-                        "default (pass --write / read_only=False for CREATE TABLE AS and INSERT INTO)"
-                    )
                 else:
                     result = self._write(con, statement.query, targets)
             assert result is not None

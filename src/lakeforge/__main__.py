@@ -1,0 +1,5 @@
+"""``python -m lakeforge`` runs the CLI."""
+
+from lakeforge.cli import main
+
+main()

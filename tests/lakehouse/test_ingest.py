@@ -1,0 +1,209 @@
+"""Incremental, exactly-once ingestion of real flights files into bronze."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+import lakeforge
+from lakeforge import Workspace
+from lakeforge.errors import IngestError, PermissionDeniedError
+from lakeforge.lakehouse import Ingestor, Lakehouse
+
+TABLE = "dev.bronze.flights"
+
+
+def land(flights: pa.Table, folder: Path, day: int, fmt: str = "csv") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    part = flights.filter(pc.equal(flights.column("day"), day))
+    path = folder / f"flights_{day:02d}.{fmt}"
+    if fmt == "csv":
+        pacsv.write_csv(part, path)
+    elif fmt == "parquet":
+        pq.write_table(part, path)
+    else:
+        path.write_text(part.to_pandas().to_json(orient="records", lines=True, date_format="iso"))
+    return path
+
+
+def count(ws: Workspace) -> int:
+    return ws.sql(f"SELECT count(*) AS n FROM {TABLE}").column("n")[0].as_py()
+
+
+def test_loads_new_files_only_and_reruns_add_nothing(ws: Workspace, flights: pa.Table, tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    first = land(flights, landing, 1)
+    report = ws.ingest(landing, TABLE)
+    day1 = flights.filter(pc.equal(flights.column("day"), 1)).num_rows
+    assert report.loaded == [str(first)] and report.rows == day1 and report.versions == [0]
+    assert ws.ingest(landing, TABLE).rows == 0
+    land(flights, landing, 2)
+    second = ws.ingest(landing, TABLE)
+    assert len(second.loaded) == 1 and second.skipped == 1
+    assert count(ws) == flights.num_rows
+    table = ws.tables.read(TABLE)
+    assert set(table.column("_ingest_file").to_pylist()) == {str(first), str(landing / "flights_02.csv")}
+    assert table.schema.field("_ingest_time").type == pa.timestamp("us", tz="UTC")
+    assert table.schema.field("time_hour").type == pa.timestamp("us", tz="UTC")
+
+
+def test_checkpoint_records_path_size_mtime_and_hash(ws: Workspace, flights: pa.Table, tmp_path: Path) -> None:
+    path = land(flights, tmp_path / "in", 1)
+    ws.ingest(tmp_path / "in", TABLE)
+    [row] = Ingestor(ws.tables, ws.state).checkpoint(TABLE)
+    stat = path.stat()
+    assert row["path"] == str(path) and row["status"] == "loaded"
+    assert (row["size"], row["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns)
+    assert row["content_hash"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert row["table_version"] == 0 and row["rows"] > 0
+
+
+@pytest.mark.parametrize("fmt", ["json", "parquet"])
+def test_json_lines_and_parquet(ws: Workspace, flights: pa.Table, tmp_path: Path, fmt: str) -> None:
+    land(flights, tmp_path / "in", 1, fmt)
+    land(flights, tmp_path / "in", 2, fmt)
+    report = ws.ingest(tmp_path / "in", TABLE)
+    assert report.rows == flights.num_rows and not report.failed
+    assert ws.sql(f"SELECT sum(distance) AS d FROM {TABLE}").column("d")[0].as_py() == pc.sum(flights.column("distance")).as_py()
+
+
+def test_corrupt_csv_is_recorded_failed_and_never_half_loaded(ws: Workspace, flights: pa.Table, tmp_path: Path) -> None:
+    landing = tmp_path / "in"
+    land(flights, landing, 1)
+    corrupt = landing / "flights_99.csv"
+    header = ",".join(flights.column_names)
+    corrupt.write_text(header + "\n2013,1,3,517\n")  # a row with too few fields
+    report = ws.ingest(landing, TABLE)
+    assert list(report.failed) == [str(corrupt)]
+    assert "Expected 19 columns, got 4" in report.failed[str(corrupt)]
+    assert count(ws) == flights.filter(pc.equal(flights.column("day"), 1)).num_rows
+    rows = {r["path"]: r for r in Ingestor(ws.tables, ws.state).checkpoint(TABLE)}
+    assert rows[str(corrupt)]["status"] == "failed" and "Expected 19 columns" in rows[str(corrupt)]["error"]
+    # unchanged, the failed file is not retried; once repaired it loads
+    assert ws.ingest(landing, TABLE).failed == {}
+    part = flights.filter(pc.equal(flights.column("day"), 2))
+    pacsv.write_csv(part, corrupt)
+    os.utime(corrupt, ns=(1, 10**18))
+    repaired = ws.ingest(landing, TABLE)
+    assert repaired.loaded == [str(corrupt)] and count(ws) == flights.num_rows
+
+
+def test_type_conflict_fails_the_file_naming_the_column(ws: Workspace, flights: pa.Table, tmp_path: Path) -> None:
+    landing = tmp_path / "in"
+    land(flights, landing, 1)
+    ws.ingest(landing, TABLE)
+    bad = landing / "flights_bad.csv"
+    bad.write_text(",".join(flights.column_names) + "\n" + "2013,1,3,soon," + ",".join(["1"] * 15) + "\n")
+    report = ws.ingest(landing, TABLE)
+    assert "dep_time" in report.failed[str(bad)] or "column #3" in report.failed[str(bad)]
+    assert "int64" in report.failed[str(bad)]
+    assert ws.tables.describe(TABLE).version == 0
+
+
+def test_new_columns_need_the_opt_in(ws: Workspace, tmp_path: Path) -> None:
+    landing = tmp_path / "in"
+    landing.mkdir()
+    (landing / "a.csv").write_text("id,x\n1,a\n")
+    ws.ingest(landing, TABLE)
+    (landing / "b.csv").write_text("id,x,y\n2,b,7\n")
+    report = ws.ingest(landing, TABLE)
+    assert "new column(s) y" in report.failed[str(landing / "b.csv")]
+    os.utime(landing / "b.csv", ns=(1, 10**18))
+    evolved = ws.ingest(landing, TABLE, evolve_schema=True)
+    assert evolved.rows == 1
+    assert ws.sql(f"SELECT id, y FROM {TABLE} ORDER BY id").to_pylist() == [{"id": 1, "y": None}, {"id": 2, "y": 7}]
+
+
+def test_changed_file_is_reported_not_reloaded(ws: Workspace, flights: pa.Table, tmp_path: Path) -> None:
+    path = land(flights, tmp_path / "in", 1)
+    ws.ingest(tmp_path / "in", TABLE)
+    with path.open("a") as handle:
+        handle.write("")
+    os.utime(path, ns=(1, 10**18))
+    report = ws.ingest(tmp_path / "in", TABLE)
+    assert report.changed == [str(path)] and report.rows == 0
+
+
+class Crash(BaseException):
+    """Stands for the process dying (kill -9): nothing after it runs."""
+
+
+def crash_after_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = Lakehouse.write
+
+    def write_then_die(self: Lakehouse, *args: Any, **kwargs: Any) -> Any:
+        real(self, *args, **kwargs)
+        raise Crash
+
+    monkeypatch.setattr(Lakehouse, "write", write_then_die)
+
+
+def crash_before_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    def die(self: Lakehouse, *args: Any, **kwargs: Any) -> Any:
+        raise Crash
+
+    monkeypatch.setattr(Lakehouse, "write", die)
+
+
+@pytest.mark.parametrize("crash", [crash_after_commit, crash_before_commit])
+def test_crash_mid_commit_is_repaired_without_duplicates_or_loss(
+    project_dir: Path, flights: pa.Table, tmp_path: Path, crash: Any
+) -> None:
+    landing = tmp_path / "in"
+    land(flights, landing, 1)
+    land(flights, landing, 2)
+    with pytest.MonkeyPatch.context() as patch:
+        crash(patch)
+        with pytest.raises(Crash), lakeforge.connect("dev", project_dir=project_dir) as doomed:
+            doomed.ingest(landing, TABLE)
+    with lakeforge.connect("dev", project_dir=project_dir) as ws:
+        report = ws.ingest(landing, TABLE)
+        assert report.recovered == 1
+        assert count(ws) == flights.num_rows
+        assert ws.sql(f"SELECT count(DISTINCT _ingest_file) AS n FROM {TABLE}").column("n")[0].as_py() == 2
+        assert {r["status"] for r in Ingestor(ws.tables, ws.state).checkpoint(TABLE)} == {"loaded"}
+        assert ws.ingest(landing, TABLE).rows == 0
+
+
+def test_retried_commit_with_the_same_transaction_id_is_detected(ws: Workspace, flights: pa.Table, tmp_path: Path) -> None:
+    land(flights, tmp_path / "in", 1)
+    ws.ingest(tmp_path / "in", TABLE)
+    assert ws.tables.delta(TABLE).transaction_version(f"lakeforge-ingest/{TABLE}") == 1
+
+
+def test_batches_split_large_folders_into_several_commits(ws: Workspace, flights: pa.Table, tmp_path: Path) -> None:
+    land(flights, tmp_path / "in", 1)
+    land(flights, tmp_path / "in", 2)
+    report = Ingestor(ws.tables, ws.state).run(tmp_path / "in", TABLE, batch_bytes=1)
+    assert report.versions == [0, 1] and count(ws) == flights.num_rows
+
+
+def test_bad_sources_and_targets(ws: Workspace, tmp_path: Path) -> None:
+    with pytest.raises(IngestError, match="does not exist"):
+        ws.ingest(tmp_path / "nowhere", TABLE)
+    (tmp_path / "in").mkdir()
+    with pytest.raises(PermissionDeniedError):
+        ws.ingest(tmp_path / "in", "prod.bronze.flights")
+    (tmp_path / "in" / "_SUCCESS").write_text("")
+    (tmp_path / "in" / "notes.txt").write_text("ignored")
+    assert ws.ingest(tmp_path / "in", TABLE).loaded == []
+
+
+@pytest.mark.postgres
+def test_ingest_with_the_postgres_state_store(tmp_path: Path, pg_url: str, flights: pa.Table) -> None:
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "lakeforge.yaml").write_text(f"name: p\ntargets:\n  dev:\n    state_store: {pg_url}\n")
+    land(flights, tmp_path / "in", 1)
+    with lakeforge.connect(project_dir=folder) as ws:
+        assert ws.state.url.startswith("postgresql")
+        assert ws.ingest(tmp_path / "in", TABLE).rows > 0
+        assert ws.ingest(tmp_path / "in", TABLE).skipped == 1

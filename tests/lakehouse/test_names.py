@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import pytest
+
+from lakeforge.errors import TableNameError
+from lakeforge.lakehouse import TableName
+
+
+def test_parse_three_parts_and_default_catalog() -> None:
+    assert str(TableName.parse("Dev.Bronze.Flights")) == "dev.bronze.flights"
+    assert TableName.parse("bronze.flights", default_catalog="dev") == TableName("dev", "bronze", "flights")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("flights", "must have three parts"),
+        ("a.b.c.d", "must have three parts"),
+        ("dev..flights", "empty schema part"),
+        ("dev.bronze.", "empty table part"),
+        ("dev.../etc", "must have three parts"),
+        ("dev.bronze.../x", "must have three parts"),
+        ("dev.bro/nze.x", "schema part 'bro/nze' is not valid"),
+        ("dev.bronze.x y", "table part 'x y' is not valid"),
+        ("dev.bronze.1x", "table part '1x' is not valid"),
+    ],
+)
+def test_bad_names_are_refused(name: str, message: str) -> None:
+    with pytest.raises(TableNameError, match=message):
+        TableName.parse(name)

@@ -1,0 +1,52 @@
+"""The state store migrates and works the same on SQLite and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from lakeforge.errors import ConfigError
+from lakeforge.state import StateStore, head_revision, ingest_files
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/nested/state.db"
+    return request.getfixturevalue("pg_url")
+
+
+def test_migrates_to_head_once_and_round_trips_rows(store_url: str) -> None:
+    store = StateStore(store_url)
+    engine = store.connect_engine()
+    assert store.revision() == head_revision()
+    assert "ingest_files" in sa.inspect(engine).get_table_names()
+    row = {"table_name": "dev.bronze.x", "path": "/data/a.csv", "size": 10, "mtime_ns": 1,
+           "content_hash": "ab" * 32, "status": "loaded", "updated_at": datetime.now(UTC)}
+    with engine.begin() as conn:
+        conn.execute(sa.insert(ingest_files), [row])
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        conn.execute(sa.insert(ingest_files), [row])
+    store.dispose()
+    again = StateStore(store_url)
+    again.migrate()  # already at head: a no-op
+    with again.connect_engine().connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(ingest_files)).scalar() == 1
+    again.dispose()
+
+
+def test_bad_urls_get_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a SQLAlchemy URL"):
+        StateStore("::not a url::")
+    with pytest.raises(ConfigError, match="unknown database dialect"):
+        StateStore("nosuchdb://x/y")
+
+
+@pytest.mark.postgres
+def test_unreachable_postgres_says_so() -> None:
+    store = StateStore("postgresql+psycopg://postgres@127.0.0.1:1/nowhere?connect_timeout=2")
+    with pytest.raises(ConfigError, match="cannot reach the state store"):
+        store.migrate()
