@@ -19,7 +19,9 @@ from lakeforge.demo import load_flights
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.pop("LAKEFORGE_TARGET", None)
 
-PG_ADMIN_URL = os.environ.get("LAKEFORGE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_ADMIN_URL = os.environ.get(
+    "LAKEFORGE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
 
 @pytest.fixture
@@ -41,7 +43,9 @@ def all_flights() -> pa.Table:
 @pytest.fixture
 def flights(all_flights: pa.Table) -> pa.Table:
     """The real flights of January 1st and 2nd, 2013 (1,785 rows)."""
-    first_days = pc.and_(pc.equal(all_flights.column("month"), 1), pc.less_equal(all_flights.column("day"), 2))
+    first_days = pc.and_(
+        pc.equal(all_flights.column("month"), 1), pc.less_equal(all_flights.column("day"), 2)
+    )
     return all_flights.filter(first_days)
 
 
@@ -54,7 +58,9 @@ def pg_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     except sa.exc.OperationalError as exc:  # pragma: no cover - CI starts the server
-        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 does not answer ({exc.orig}); run .ci/services.sh")
+        pytest.fail(
+            f"PostgreSQL at 127.0.0.1:5432 does not answer ({exc.orig}); run .ci/services.sh"
+        )
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     yield url
     with admin.connect() as conn:

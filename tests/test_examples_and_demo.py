@@ -28,7 +28,10 @@ def test_demo_walks_the_lakehouse_on_real_flights(tmp_path: Path) -> None:
     assert "+6 file(s), +170,618 rows, 6 already ingested, 1 failed" in text
     assert "+0 file(s), +0 rows, 13 already ingested" in text
     assert "9,430 quarantined" in text
-    assert ws.sql("SELECT sum(flights) AS n FROM dev.gold.carrier_delays").column("n")[0].as_py() == 327_346
+    assert (
+        ws.sql("SELECT sum(flights) AS n FROM dev.gold.carrier_delays").column("n")[0].as_py()
+        == 327_346
+    )
     # running it again starts from scratch and gives the same result
     again = io.StringIO()
     run_demo(tmp_path / "demo", Console(file=again, width=200))

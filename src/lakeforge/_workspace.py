@@ -8,7 +8,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from lakeforge.lakehouse import IngestReport, Ingestor, Lakehouse, SqlSession
+from lakeforge.lakehouse import Ingestor, IngestReport, Lakehouse, SqlSession
 from lakeforge.lakehouse._ingest import FileFormat, ProgressCallback
 from lakeforge.project import Project, Target
 from lakeforge.state import StateStore

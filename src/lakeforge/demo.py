@@ -46,9 +46,11 @@ def flights_data_dir() -> Path:
 
 def load_flights() -> pa.Table:
     """All 336,776 flights of 2013 as Arrow."""
-    with zipfile.ZipFile(flights_data_dir() / "flights.csv.zip") as archive:
-        with archive.open("flights.csv") as raw:
-            return pacsv.read_csv(raw)
+    with (
+        zipfile.ZipFile(flights_data_dir() / "flights.csv.zip") as archive,
+        archive.open("flights.csv") as raw,
+    ):
+        return pacsv.read_csv(raw)
 
 
 def land_months(flights: pa.Table, landing: Path, months: range) -> None:
@@ -99,39 +101,67 @@ def run_demo(directory: Path, console: Console | None = None) -> Workspace:
 
     console.print(Rule("2. Silver with data-quality expectations"))
     bronze = ws.tables.read("dev.bronze.flights").drop_columns(["_ingest_file", "_ingest_time"])
-    result = ws.tables.write("dev.silver.flights", bronze, mode="overwrite",
-                             expectations=SILVER_RULES)
+    result = ws.tables.write(
+        "dev.silver.flights", bronze, mode="overwrite", expectations=SILVER_RULES
+    )
     console.print(
         f"  {result.rows_in:,} rows in, {result.rows_written:,} written, "
         f"{result.rows_dropped:,} quarantined in dev.silver.flights_quarantine"
     )
-    _show(console, ws, "Quality log", """
+    _show(
+        console,
+        ws,
+        "Quality log",
+        """
         SELECT table_version, rule, action, rows_in, rows_failed, rows_written
-        FROM dev.system.quality_log WHERE table_name = 'dev.silver.flights'""")
-    ws.tables.write("dev.silver.airlines", ws.tables.read("dev.bronze.airlines",
-                    columns=["carrier", "name"]), mode="overwrite", primary_keys=["carrier"])
+        FROM dev.system.quality_log WHERE table_name = 'dev.silver.flights'""",
+    )
+    ws.tables.write(
+        "dev.silver.airlines",
+        ws.tables.read("dev.bronze.airlines", columns=["carrier", "name"]),
+        mode="overwrite",
+        primary_keys=["carrier"],
+    )
 
     console.print(Rule("3. Gold tables with SQL"))
-    ws.sql("""
+    ws.sql(
+        """
         CREATE OR REPLACE TABLE dev.gold.carrier_delays AS
         SELECT f.carrier, a.name, count(*) AS flights,
                round(avg(f.arr_delay), 1) AS avg_arr_delay,
                round(avg(CASE WHEN f.arr_delay > 15 THEN 1 ELSE 0 END), 3) AS late_share
         FROM dev.silver.flights f JOIN dev.silver.airlines a USING (carrier)
-        GROUP BY ALL ORDER BY avg_arr_delay DESC""", read_only=False)
+        GROUP BY ALL ORDER BY avg_arr_delay DESC""",
+        read_only=False,
+    )
     _show(console, ws, "Delays by carrier", "SELECT * FROM dev.gold.carrier_delays", rows=16)
 
     console.print(Rule("4. Time travel, upsert and restore"))
-    _show(console, ws, "Bronze after the first load vs now", """
+    _show(
+        console,
+        ws,
+        "Bronze after the first load vs now",
+        """
         SELECT 'v0' AS version, count(*) AS rows FROM dev.bronze.flights@v0
-        UNION ALL SELECT 'latest', count(*) FROM dev.bronze.flights""")
-    ws.tables.merge("dev.silver.airlines", pa.table({
-        "carrier": ["UA", "ZZ"], "name": ["United Airlines", "Lakeforge Air"]}))
-    _show(console, ws, "After an upsert on the primary key",
-          "SELECT * FROM dev.silver.airlines WHERE carrier IN ('UA', 'ZZ')")
+        UNION ALL SELECT 'latest', count(*) FROM dev.bronze.flights""",
+    )
+    ws.tables.merge(
+        "dev.silver.airlines",
+        pa.table({"carrier": ["UA", "ZZ"], "name": ["United Airlines", "Lakeforge Air"]}),
+    )
+    _show(
+        console,
+        ws,
+        "After an upsert on the primary key",
+        "SELECT * FROM dev.silver.airlines WHERE carrier IN ('UA', 'ZZ')",
+    )
     restored = ws.tables.restore("dev.silver.airlines", version=0)
-    _show(console, ws, f"Restored to version 0 (now version {restored.version})",
-          "SELECT * FROM dev.silver.airlines WHERE carrier IN ('UA', 'ZZ')")
+    _show(
+        console,
+        ws,
+        f"Restored to version 0 (now version {restored.version})",
+        "SELECT * FROM dev.silver.airlines WHERE carrier IN ('UA', 'ZZ')",
+    )
     console.print(Rule("Done"))
     console.print(f"Project: {project}\nTry: lakeforge --project-dir {project} tables list")
     return ws

@@ -17,10 +17,16 @@ import pytest
 from lakeforge.cli import main
 
 
-def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "lakeforge", *args], cwd=cwd, capture_output=True, text=True,
-        env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=120,
+        [sys.executable, "-m", "lakeforge", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        timeout=120,
     )
 
 
@@ -28,7 +34,9 @@ def test_new_user_walkthrough_from_the_readme(tmp_path: Path, flights: pa.Table)
     landing = tmp_path / "csvs"
     landing.mkdir()
     for day in (1, 2):
-        pacsv.write_csv(flights.filter(pc.equal(flights.column("day"), day)), landing / f"d{day}.csv")
+        pacsv.write_csv(
+            flights.filter(pc.equal(flights.column("day"), day)), landing / f"d{day}.csv"
+        )
     assert cli("init", "demo", cwd=tmp_path).returncode == 0
     project = tmp_path / "demo"
     first = cli("ingest", str(landing), "--into", "dev.bronze.x", cwd=project)
@@ -45,11 +53,25 @@ def test_global_options_target_and_project_dir_from_anywhere(tmp_path: Path) -> 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     project = str(tmp_path / "p")
-    made = cli("--project-dir", project, "-t", "staging", "sql",
-               "create table staging.gold.t as select 42 as answer", "--write", cwd=elsewhere)
+    made = cli(
+        "--project-dir",
+        project,
+        "-t",
+        "staging",
+        "sql",
+        "create table staging.gold.t as select 42 as answer",
+        "--write",
+        cwd=elsewhere,
+    )
     assert made.returncode == 0, made.stderr
-    listed = cli("--project-dir", project, "tables", "list", cwd=elsewhere,
-                 env={"LAKEFORGE_TARGET": "staging"})
+    listed = cli(
+        "--project-dir",
+        project,
+        "tables",
+        "list",
+        cwd=elsewhere,
+        env={"LAKEFORGE_TARGET": "staging"},
+    )
     assert "staging.gold.t" in listed.stdout
     wrong = cli("--project-dir", project, "-t", "qa", "tables", "list", cwd=elsewhere)
     assert wrong.returncode == 1
@@ -67,8 +89,17 @@ def test_tables_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     main_init = ["init", "p", "--dir", str(tmp_path)]
     with pytest.raises(SystemExit):
         main(main_init)
-    run("tables", "create", "dev.silver.people", "--schema", "id BIGINT, name VARCHAR, born DATE",
-        "--primary-key", "id", "--comment", "who is who")
+    run(
+        "tables",
+        "create",
+        "dev.silver.people",
+        "--schema",
+        "id BIGINT, name VARCHAR, born DATE",
+        "--primary-key",
+        "id",
+        "--comment",
+        "who is who",
+    )
     described = run("tables", "describe", "dev.silver.people")
     assert "primary key: id" in described and "who is who" in described and "date32" in described
     run("sql", "insert into dev.silver.people select 1, 'ada', DATE '1815-12-10'", "--write")
@@ -76,7 +107,9 @@ def test_tables_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "deleted 1 rows" in run("tables", "delete", "dev.silver.people", "--where", "id = 2")
     history = run("tables", "history", "dev.silver.people")
     assert "DELETE" in history and "WRITE" in history and "CREATE TABLE" in history
-    assert "restored dev.silver.people; now version 4" in run("tables", "restore", "dev.silver.people", "--version", "2")
+    assert "restored dev.silver.people; now version 4" in run(
+        "tables", "restore", "dev.silver.people", "--version", "2"
+    )
     assert "alan" in run("tables", "show", "dev.silver.people")
     assert "optimized" in run("tables", "optimize", "dev.silver.people")
     assert "would delete" in run("tables", "vacuum", "dev.silver.people", "--dry-run")
@@ -87,14 +120,19 @@ def test_tables_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert pq.read_table(target).num_rows == 2
 
 
-def test_errors_print_one_message_and_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_errors_print_one_message_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit):
         main(["init", "p", "--dir", str(tmp_path)])
     for args, expected in [
         (["tables", "describe", "dev.silver.nope"], "table dev.silver.nope does not exist"),
         (["sql", "select * from dev.x.y@vq"], "bad time-travel suffix"),
         (["sql", "delete from dev.x.y"], "read-only"),
-        (["tables", "create", "dev.s.t", "--schema", "id NOTATYPE"], "--schema 'id NOTATYPE' is not valid"),
+        (
+            ["tables", "create", "dev.s.t", "--schema", "id NOTATYPE"],
+            "--schema 'id NOTATYPE' is not valid",
+        ),
         (["sql", "select 1", "--format", "parquet"], "needs an output file"),
     ]:
         with pytest.raises(SystemExit) as exit_info:

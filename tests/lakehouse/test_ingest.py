@@ -38,7 +38,9 @@ def count(ws: Workspace) -> int:
     return ws.sql(f"SELECT count(*) AS n FROM {TABLE}").column("n")[0].as_py()
 
 
-def test_loads_new_files_only_and_reruns_add_nothing(ws: Workspace, flights: pa.Table, tmp_path: Path) -> None:
+def test_loads_new_files_only_and_reruns_add_nothing(
+    ws: Workspace, flights: pa.Table, tmp_path: Path
+) -> None:
     landing = tmp_path / "landing"
     first = land(flights, landing, 1)
     report = ws.ingest(landing, TABLE)
@@ -50,12 +52,17 @@ def test_loads_new_files_only_and_reruns_add_nothing(ws: Workspace, flights: pa.
     assert len(second.loaded) == 1 and second.skipped == 1
     assert count(ws) == flights.num_rows
     table = ws.tables.read(TABLE)
-    assert set(table.column("_ingest_file").to_pylist()) == {str(first), str(landing / "flights_02.csv")}
+    assert set(table.column("_ingest_file").to_pylist()) == {
+        str(first),
+        str(landing / "flights_02.csv"),
+    }
     assert table.schema.field("_ingest_time").type == pa.timestamp("us", tz="UTC")
     assert table.schema.field("time_hour").type == pa.timestamp("us", tz="UTC")
 
 
-def test_checkpoint_records_path_size_mtime_and_hash(ws: Workspace, flights: pa.Table, tmp_path: Path) -> None:
+def test_checkpoint_records_path_size_mtime_and_hash(
+    ws: Workspace, flights: pa.Table, tmp_path: Path
+) -> None:
     path = land(flights, tmp_path / "in", 1)
     ws.ingest(tmp_path / "in", TABLE)
     [row] = Ingestor(ws.tables, ws.state).checkpoint(TABLE)
@@ -72,10 +79,15 @@ def test_json_lines_and_parquet(ws: Workspace, flights: pa.Table, tmp_path: Path
     land(flights, tmp_path / "in", 2, fmt)
     report = ws.ingest(tmp_path / "in", TABLE)
     assert report.rows == flights.num_rows and not report.failed
-    assert ws.sql(f"SELECT sum(distance) AS d FROM {TABLE}").column("d")[0].as_py() == pc.sum(flights.column("distance")).as_py()
+    assert (
+        ws.sql(f"SELECT sum(distance) AS d FROM {TABLE}").column("d")[0].as_py()
+        == pc.sum(flights.column("distance")).as_py()
+    )
 
 
-def test_corrupt_csv_is_recorded_failed_and_never_half_loaded(ws: Workspace, flights: pa.Table, tmp_path: Path) -> None:
+def test_corrupt_csv_is_recorded_failed_and_never_half_loaded(
+    ws: Workspace, flights: pa.Table, tmp_path: Path
+) -> None:
     landing = tmp_path / "in"
     land(flights, landing, 1)
     corrupt = landing / "flights_99.csv"
@@ -86,7 +98,10 @@ def test_corrupt_csv_is_recorded_failed_and_never_half_loaded(ws: Workspace, fli
     assert "Expected 19 columns, got 4" in report.failed[str(corrupt)]
     assert count(ws) == flights.filter(pc.equal(flights.column("day"), 1)).num_rows
     rows = {r["path"]: r for r in Ingestor(ws.tables, ws.state).checkpoint(TABLE)}
-    assert rows[str(corrupt)]["status"] == "failed" and "Expected 19 columns" in rows[str(corrupt)]["error"]
+    assert (
+        rows[str(corrupt)]["status"] == "failed"
+        and "Expected 19 columns" in rows[str(corrupt)]["error"]
+    )
     # unchanged, the failed file is not retried; once repaired it loads
     assert ws.ingest(landing, TABLE).failed == {}
     part = flights.filter(pc.equal(flights.column("day"), 2))
@@ -96,12 +111,16 @@ def test_corrupt_csv_is_recorded_failed_and_never_half_loaded(ws: Workspace, fli
     assert repaired.loaded == [str(corrupt)] and count(ws) == flights.num_rows
 
 
-def test_type_conflict_fails_the_file_naming_the_column(ws: Workspace, flights: pa.Table, tmp_path: Path) -> None:
+def test_type_conflict_fails_the_file_naming_the_column(
+    ws: Workspace, flights: pa.Table, tmp_path: Path
+) -> None:
     landing = tmp_path / "in"
     land(flights, landing, 1)
     ws.ingest(landing, TABLE)
     bad = landing / "flights_bad.csv"
-    bad.write_text(",".join(flights.column_names) + "\n" + "2013,1,3,soon," + ",".join(["1"] * 15) + "\n")
+    bad.write_text(
+        ",".join(flights.column_names) + "\n" + "2013,1,3,soon," + ",".join(["1"] * 15) + "\n"
+    )
     report = ws.ingest(landing, TABLE)
     assert "dep_time" in report.failed[str(bad)] or "column #3" in report.failed[str(bad)]
     assert "int64" in report.failed[str(bad)]
@@ -119,10 +138,15 @@ def test_new_columns_need_the_opt_in(ws: Workspace, tmp_path: Path) -> None:
     os.utime(landing / "b.csv", ns=(1, 10**18))
     evolved = ws.ingest(landing, TABLE, evolve_schema=True)
     assert evolved.rows == 1
-    assert ws.sql(f"SELECT id, y FROM {TABLE} ORDER BY id").to_pylist() == [{"id": 1, "y": None}, {"id": 2, "y": 7}]
+    assert ws.sql(f"SELECT id, y FROM {TABLE} ORDER BY id").to_pylist() == [
+        {"id": 1, "y": None},
+        {"id": 2, "y": 7},
+    ]
 
 
-def test_changed_file_is_reported_not_reloaded(ws: Workspace, flights: pa.Table, tmp_path: Path) -> None:
+def test_changed_file_is_reported_not_reloaded(
+    ws: Workspace, flights: pa.Table, tmp_path: Path
+) -> None:
     path = land(flights, tmp_path / "in", 1)
     ws.ingest(tmp_path / "in", TABLE)
     with path.open("a") as handle:
@@ -168,18 +192,25 @@ def test_crash_mid_commit_is_repaired_without_duplicates_or_loss(
         report = ws.ingest(landing, TABLE)
         assert report.recovered == 1
         assert count(ws) == flights.num_rows
-        assert ws.sql(f"SELECT count(DISTINCT _ingest_file) AS n FROM {TABLE}").column("n")[0].as_py() == 2
+        assert (
+            ws.sql(f"SELECT count(DISTINCT _ingest_file) AS n FROM {TABLE}").column("n")[0].as_py()
+            == 2
+        )
         assert {r["status"] for r in Ingestor(ws.tables, ws.state).checkpoint(TABLE)} == {"loaded"}
         assert ws.ingest(landing, TABLE).rows == 0
 
 
-def test_retried_commit_with_the_same_transaction_id_is_detected(ws: Workspace, flights: pa.Table, tmp_path: Path) -> None:
+def test_retried_commit_with_the_same_transaction_id_is_detected(
+    ws: Workspace, flights: pa.Table, tmp_path: Path
+) -> None:
     land(flights, tmp_path / "in", 1)
     ws.ingest(tmp_path / "in", TABLE)
     assert ws.tables.delta(TABLE).transaction_version(f"lakeforge-ingest/{TABLE}") == 1
 
 
-def test_batches_split_large_folders_into_several_commits(ws: Workspace, flights: pa.Table, tmp_path: Path) -> None:
+def test_batches_split_large_folders_into_several_commits(
+    ws: Workspace, flights: pa.Table, tmp_path: Path
+) -> None:
     land(flights, tmp_path / "in", 1)
     land(flights, tmp_path / "in", 2)
     report = Ingestor(ws.tables, ws.state).run(tmp_path / "in", TABLE, batch_bytes=1)
@@ -198,10 +229,14 @@ def test_bad_sources_and_targets(ws: Workspace, tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
-def test_ingest_with_the_postgres_state_store(tmp_path: Path, pg_url: str, flights: pa.Table) -> None:
+def test_ingest_with_the_postgres_state_store(
+    tmp_path: Path, pg_url: str, flights: pa.Table
+) -> None:
     folder = tmp_path / "p"
     folder.mkdir()
-    (folder / "lakeforge.yaml").write_text(f"name: p\ntargets:\n  dev:\n    state_store: {pg_url}\n")
+    (folder / "lakeforge.yaml").write_text(
+        f"name: p\ntargets:\n  dev:\n    state_store: {pg_url}\n"
+    )
     land(flights, tmp_path / "in", 1)
     with lakeforge.connect(project_dir=folder) as ws:
         assert ws.state.url.startswith("postgresql")

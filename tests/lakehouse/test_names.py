@@ -8,7 +8,9 @@ from lakeforge.lakehouse import TableName
 
 def test_parse_three_parts_and_default_catalog() -> None:
     assert str(TableName.parse("Dev.Bronze.Flights")) == "dev.bronze.flights"
-    assert TableName.parse("bronze.flights", default_catalog="dev") == TableName("dev", "bronze", "flights")
+    assert TableName.parse("bronze.flights", default_catalog="dev") == TableName(
+        "dev", "bronze", "flights"
+    )
 
 
 @pytest.mark.parametrize(

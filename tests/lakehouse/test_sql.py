@@ -27,7 +27,9 @@ def test_finds_three_part_names_but_not_in_strings_or_comments() -> None:
 
 def test_aggregate_over_real_flights_matches_pyarrow(ws: Workspace, flights: pa.Table) -> None:
     ws.tables.write("dev.silver.flights", flights)
-    result = ws.sql("SELECT carrier, count(*) AS n FROM dev.silver.flights GROUP BY carrier ORDER BY carrier")
+    result = ws.sql(
+        "SELECT carrier, count(*) AS n FROM dev.silver.flights GROUP BY carrier ORDER BY carrier"
+    )
     expected = flights.group_by("carrier").aggregate([("carrier", "count")]).sort_by("carrier")
     assert result.column("n").to_pylist() == expected.column("carrier_count").to_pylist()
     # the table name stays usable as a qualifier when no alias is given
@@ -64,13 +66,17 @@ def test_read_only_by_default(ws: Workspace, flights: pa.Table) -> None:
 
 def test_create_table_as_and_insert_into_with_write(ws: Workspace, flights: pa.Table) -> None:
     ws.tables.write("dev.silver.flights", flights)
-    ws.sql("CREATE TABLE dev.gold.by_origin AS SELECT origin, count(*) AS n FROM dev.silver.flights GROUP BY 1",
-           read_only=False)
+    ws.sql(
+        "CREATE TABLE dev.gold.by_origin AS SELECT origin, count(*) AS n FROM dev.silver.flights GROUP BY 1",
+        read_only=False,
+    )
     assert ws.tables.read("dev.gold.by_origin").num_rows == 3
     with pytest.raises(SqlError, match="already exists"):
         ws.sql("CREATE TABLE dev.gold.by_origin AS SELECT 1 AS x", read_only=False)
     ws.sql("INSERT INTO dev.gold.by_origin SELECT 'XXX', 0", read_only=False)
-    assert ws.sql("SELECT n FROM dev.gold.by_origin WHERE origin = 'XXX'").column("n").to_pylist() == [0]
+    assert ws.sql("SELECT n FROM dev.gold.by_origin WHERE origin = 'XXX'").column(
+        "n"
+    ).to_pylist() == [0]
     ws.sql("CREATE OR REPLACE TABLE dev.gold.by_origin AS SELECT 1 AS only", read_only=False)
     assert ws.tables.read("dev.gold.by_origin").column_names == ["only"]
     with pytest.raises(PermissionDeniedError):
@@ -102,7 +108,9 @@ def test_string_filters_work_after_a_merge_rewrote_files(ws: Workspace) -> None:
     ws.tables.write("dev.s.t", pa.table({"k": ["a", "b"], "v": [1, 2]}), primary_keys=["k"])
     ws.tables.merge("dev.s.t", pa.table({"k": ["b", "c"], "v": [5, 6]}))
     ws.tables.write("dev.s.t", pa.table({"k": ["d"], "v": [7]}))
-    assert ws.sql("SELECT count(*) AS n FROM dev.s.t WHERE k >= 'b' AND k IN ('b', 'd')").to_pylist() == [{"n": 2}]
+    assert ws.sql(
+        "SELECT count(*) AS n FROM dev.s.t WHERE k >= 'b' AND k IN ('b', 'd')"
+    ).to_pylist() == [{"n": 2}]
 
 
 def test_asof_join_setting_is_on() -> None:

@@ -26,12 +26,20 @@ SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("score", pa.floa
 
 
 def rows(ids: list[int], score: float = 1.0) -> pa.Table:
-    return pa.table({"id": ids, "name": [f"n{i}" for i in ids], "score": [score] * len(ids)}, SCHEMA)
+    return pa.table(
+        {"id": ids, "name": [f"n{i}" for i in ids], "score": [score] * len(ids)}, SCHEMA
+    )
 
 
 def test_create_describe_list(ws: Workspace) -> None:
-    info = ws.tables.create("dev.silver.people", SCHEMA, primary_keys=["id"], partition_by=["name"],
-                            comment="people we know", column_comments={"score": "0..1"})
+    info = ws.tables.create(
+        "dev.silver.people",
+        SCHEMA,
+        primary_keys=["id"],
+        partition_by=["name"],
+        comment="people we know",
+        column_comments={"score": "0..1"},
+    )
     assert info.version == 0 and info.num_rows == 0
     assert info.primary_keys == ["id"] and info.partition_columns == ["name"]
     assert info.comment == "people we know" and info.column_comments == {"score": "0..1"}
@@ -62,8 +70,9 @@ def test_append_overwrite_and_read_formats(ws: Workspace) -> None:
     assert isinstance(ws.tables.read("dev.s.t", format="pandas"), pd.DataFrame)
     polars_frame = ws.tables.read("dev.s.t", format="polars", columns=["id"], filter="id > 2")
     assert isinstance(polars_frame, pl.DataFrame) and sorted(polars_frame["id"].to_list()) == [3, 4]
-    v2 = ws.tables.write("dev.s.t", pl.DataFrame({"id": [9], "name": ["n9"], "score": [0.5]}),
-                         mode="overwrite")
+    v2 = ws.tables.write(
+        "dev.s.t", pl.DataFrame({"id": [9], "name": ["n9"], "score": [0.5]}), mode="overwrite"
+    )
     assert ws.tables.read("dev.s.t").column("id").to_pylist() == [9]
     assert ws.tables.read("dev.s.t", version=1).num_rows == 4
     assert v2.version == 2
@@ -85,7 +94,9 @@ def test_read_as_of_timestamp(ws: Workspace) -> None:
 
 def test_append_widens_types_and_fills_missing_columns(ws: Workspace) -> None:
     ws.tables.write("dev.s.t", rows([1]))
-    ws.tables.write("dev.s.t", pa.table({"id": pa.array([2], pa.int32()), "score": pa.array([1], pa.int16())}))
+    ws.tables.write(
+        "dev.s.t", pa.table({"id": pa.array([2], pa.int32()), "score": pa.array([1], pa.int16())})
+    )
     out = ws.tables.read("dev.s.t").sort_by("id")
     assert out.schema == SCHEMA.remove_metadata()
     assert out.column("name").to_pylist() == ["n1", None]
@@ -121,7 +132,9 @@ def test_interrupted_write_leaves_the_previous_version(ws: Workspace) -> None:
 
 def test_streaming_write_of_a_reader(ws: Workspace) -> None:
     ws.tables.write("dev.s.t", rows([1]))
-    reader = pa.RecordBatchReader.from_batches(SCHEMA, rows(list(range(10))).to_batches(max_chunksize=3))
+    reader = pa.RecordBatchReader.from_batches(
+        SCHEMA, rows(list(range(10))).to_batches(max_chunksize=3)
+    )
     assert ws.tables.write("dev.s.t", reader).rows_written == 10
     assert ws.tables.describe("dev.s.t").num_rows == 11
 
@@ -132,7 +145,9 @@ def test_merge_upserts_on_primary_keys(ws: Workspace) -> None:
     result = ws.tables.merge("dev.s.t", rows([2, 3, 4], score=9.0))
     assert result.metrics["num_target_rows_updated"] == 2
     assert result.metrics["num_target_rows_inserted"] == 1
-    out = dict(zip(*ws.tables.read("dev.s.t").select(["id", "score"]).to_pydict().values(), strict=True))
+    out = dict(
+        zip(*ws.tables.read("dev.s.t").select(["id", "score"]).to_pydict().values(), strict=True)
+    )
     assert out == {1: 1.0, 2: 9.0, 3: 9.0, 4: 9.0}
     ws.tables.merge("dev.s.t", rows([4]), delete_missing=True)
     assert ws.tables.read("dev.s.t").column("id").to_pylist() == [4]
@@ -140,7 +155,9 @@ def test_merge_upserts_on_primary_keys(ws: Workspace) -> None:
 
 def test_merge_refuses_duplicate_keys_and_missing_keys(ws: Workspace) -> None:
     ws.tables.write("dev.s.t", rows([1]))
-    with pytest.raises(SchemaMismatchError, match="no keys given and the table has no primary keys"):
+    with pytest.raises(
+        SchemaMismatchError, match="no keys given and the table has no primary keys"
+    ):
         ws.tables.merge("dev.s.t", rows([1]))
     with pytest.raises(SchemaMismatchError, match=r"appear more than once.*'id': 5"):
         ws.tables.merge("dev.s.t", rows([5, 5]), keys=["id"])
@@ -170,7 +187,10 @@ def test_optimize_compacts_and_vacuum_removes_old_files(ws: Workspace) -> None:
     metrics = ws.tables.optimize("dev.s.t")
     assert metrics["numFilesRemoved"] == 5 and metrics["numFilesAdded"] == 1
     assert ws.tables.describe("dev.s.t").num_files == 1
-    assert len(ws.tables.vacuum("dev.s.t", retention_hours=0, dry_run=True, enforce_retention=False)) == 5
+    assert (
+        len(ws.tables.vacuum("dev.s.t", retention_hours=0, dry_run=True, enforce_retention=False))
+        == 5
+    )
     with pytest.raises(LakeforgeError, match="vacuum of dev.s.t refused"):
         ws.tables.vacuum("dev.s.t", retention_hours=0)
     removed = ws.tables.vacuum("dev.s.t", retention_hours=0, enforce_retention=False)
@@ -187,7 +207,9 @@ def test_unknown_table_suggests_close_names(ws: Workspace) -> None:
         ws.tables.describe("qa.bronze.flights")
 
 
-def test_targets_write_only_their_own_catalog_and_read_what_read_from_allows(project_dir: Path) -> None:
+def test_targets_write_only_their_own_catalog_and_read_what_read_from_allows(
+    project_dir: Path,
+) -> None:
     prod = lakeforge.connect("prod", project_dir=project_dir)
     prod.tables.write("prod.silver.t", rows([1, 2]))
     dev = lakeforge.connect("dev", project_dir=project_dir)
@@ -200,7 +222,9 @@ def test_targets_write_only_their_own_catalog_and_read_what_read_from_allows(pro
     with pytest.raises(PermissionDeniedError, match="may not read prod.silver.t"):
         staging.tables.read("prod.silver.t")
     assert prod.tables.describe("prod.silver.t").version == 0
-    assert Path(prod.tables.location("prod.silver.t")).is_relative_to(project_dir / ".lakeforge" / "prod")
+    assert Path(prod.tables.location("prod.silver.t")).is_relative_to(
+        project_dir / ".lakeforge" / "prod"
+    )
 
 
 def test_bad_data_type_is_refused(ws: Workspace) -> None:

@@ -24,7 +24,10 @@ def test_init_writes_a_loadable_project_with_three_targets(project_dir: Path) ->
     assert dev.root == str(project_dir / ".lakeforge" / "dev")
     assert dev.read_from == ("prod",)
     assert dev.state_store_url == f"sqlite:///{project_dir}/.lakeforge/dev/state.db"
-    assert dev.mlflow_tracking_uri.startswith("sqlite:///") and "/dev/mlflow.db" in dev.mlflow_tracking_uri
+    assert (
+        dev.mlflow_tracking_uri.startswith("sqlite:///")
+        and "/dev/mlflow.db" in dev.mlflow_tracking_uri
+    )
 
 
 def test_init_refuses_to_overwrite(project_dir: Path) -> None:
@@ -32,7 +35,9 @@ def test_init_refuses_to_overwrite(project_dir: Path) -> None:
         lakeforge.init_project("testproj", project_dir.parent)
 
 
-def test_target_from_argument_then_env_then_default(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_target_from_argument_then_env_then_default(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     project = Project.load(project_dir)
     assert project.target().name == "dev"
     monkeypatch.setenv("LAKEFORGE_TARGET", "staging")
@@ -40,15 +45,21 @@ def test_target_from_argument_then_env_then_default(project_dir: Path, monkeypat
     assert project.target("prod").name == "prod"
 
 
-def test_unknown_target_names_the_allowed_ones(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(UnknownTargetError, match=r"unknown target 'qa'.*allowed: dev, staging, prod"):
+def test_unknown_target_names_the_allowed_ones(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(
+        UnknownTargetError, match=r"unknown target 'qa'.*allowed: dev, staging, prod"
+    ):
         Project.load(project_dir).target("qa")
     monkeypatch.setenv("LAKEFORGE_TARGET", "nope")
     with pytest.raises(UnknownTargetError, match="LAKEFORGE_TARGET"):
         Project.load(project_dir).target()
 
 
-def test_project_dir_is_found_from_a_subfolder(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_project_dir_is_found_from_a_subfolder(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sub = project_dir / "a" / "b"
     sub.mkdir(parents=True)
     monkeypatch.chdir(sub)
@@ -66,23 +77,38 @@ def test_missing_project_file_says_what_to_do(tmp_path: Path) -> None:
         ("name: x\n  bad: [", r"not valid YAML at line 2"),
         ("- a\n- b\n", r"expected a mapping"),
         ("name: Bad-Name\n", r"field name: project name 'Bad-Name' is not valid.*got 'Bad-Name'"),
-        ("name: p\ndefault_target: qa\n", r"default_target: 'qa' is not a declared target \(allowed: dev, staging, prod\)"),
-        ("name: p\ntargets:\n  dev:\n    read_from: [qa]\n", r"read_from: names unknown target 'qa' \(allowed: dev\)"),
+        (
+            "name: p\ndefault_target: qa\n",
+            r"default_target: 'qa' is not a declared target \(allowed: dev, staging, prod\)",
+        ),
+        (
+            "name: p\ntargets:\n  dev:\n    read_from: [qa]\n",
+            r"read_from: names unknown target 'qa' \(allowed: dev\)",
+        ),
         ("name: p\ntargets:\n  dev:\n    rooot: /x\n", r"field targets.dev.rooot: unknown field"),
-        ("name: p\ntargets:\n  dev:\n    read_from: prod\n", r"field targets.dev.read_from: .*list.*got 'prod'"),
+        (
+            "name: p\ntargets:\n  dev:\n    read_from: prod\n",
+            r"field targets.dev.read_from: .*list.*got 'prod'",
+        ),
         ("name: p\ntargets: {}\n", r"at least one target"),
     ],
 )
-def test_malformed_project_file_names_file_field_and_value(tmp_path: Path, text: str, expected: str) -> None:
+def test_malformed_project_file_names_file_field_and_value(
+    tmp_path: Path, text: str, expected: str
+) -> None:
     folder = write(tmp_path / "p", text)
     with pytest.raises(ConfigError, match=expected) as info:
         Project.load(folder)
     assert str(folder / "lakeforge.yaml") in str(info.value)
 
 
-def test_custom_targets_roots_and_env_interpolation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_custom_targets_roots_and_env_interpolation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PG_HOST", "db.internal")
-    folder = write(tmp_path / "p", """
+    folder = write(
+        tmp_path / "p",
+        """
 name: p
 default_target: qa
 targets:
@@ -94,7 +120,8 @@ targets:
   prod:
     root: s3://bucket/prod/
     storage_options: {AWS_REGION: eu-west-1}
-""")
+""",
+    )
     project = Project.load(folder)
     qa = project.target()
     assert qa.catalog == "quality" and qa.root == str(folder / "data" / "qa")
@@ -108,7 +135,9 @@ targets:
 
 def test_unset_environment_variable_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="NOPE_NOT_SET is not set"):
-        parse_config(tmp_path / "lakeforge.yaml", "name: p\ntargets:\n  dev:\n    root: ${NOPE_NOT_SET}\n")
+        parse_config(
+            tmp_path / "lakeforge.yaml", "name: p\ntargets:\n  dev:\n    root: ${NOPE_NOT_SET}\n"
+        )
 
 
 def test_two_targets_cannot_share_a_catalog(tmp_path: Path) -> None:

@@ -24,8 +24,15 @@ def test_migrates_to_head_once_and_round_trips_rows(store_url: str) -> None:
     engine = store.connect_engine()
     assert store.revision() == head_revision()
     assert "ingest_files" in sa.inspect(engine).get_table_names()
-    row = {"table_name": "dev.bronze.x", "path": "/data/a.csv", "size": 10, "mtime_ns": 1,
-           "content_hash": "ab" * 32, "status": "loaded", "updated_at": datetime.now(UTC)}
+    row = {
+        "table_name": "dev.bronze.x",
+        "path": "/data/a.csv",
+        "size": 10,
+        "mtime_ns": 1,
+        "content_hash": "ab" * 32,
+        "status": "loaded",
+        "updated_at": datetime.now(UTC),
+    }
     with engine.begin() as conn:
         conn.execute(sa.insert(ingest_files), [row])
     with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:

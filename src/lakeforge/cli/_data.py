@@ -17,8 +17,12 @@ from lakeforge.lakehouse._ingest import FileFormat
 def sql(
     ctx: typer.Context,
     query: Annotated[str, typer.Argument(help="SQL; tables as catalog.schema.table[@vN].")],
-    format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.table,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file.")] = None,
+    format: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="Output format.")
+    ] = OutputFormat.table,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file.")
+    ] = None,
     write: Annotated[bool, typer.Option(help="Allow CREATE TABLE AS / INSERT INTO.")] = False,
     max_rows: Annotated[int, typer.Option(help="Rows shown by --format table.")] = 50,
 ) -> None:
@@ -29,14 +33,18 @@ def sql(
 
 def ingest(
     ctx: typer.Context,
-    source: Annotated[Path, typer.Argument(help="A folder (or file) of CSV, JSON-lines or Parquet.")],
+    source: Annotated[
+        Path, typer.Argument(help="A folder (or file) of CSV, JSON-lines or Parquet.")
+    ],
     into: Annotated[str, typer.Option("--into", help="Target table, e.g. dev.bronze.flights.")],
     format: Annotated[str, typer.Option("--format", help="auto, csv, json or parquet.")] = "auto",
     evolve_schema: Annotated[bool, typer.Option(help="Let new columns extend the table.")] = False,
 ) -> None:
     """Load the files not yet ingested into a table, exactly once each."""
     if format not in ("auto", "csv", "json", "parquet"):
-        raise typer.BadParameter(f"{format!r}; allowed: auto, csv, json, parquet", param_hint="--format")
+        raise typer.BadParameter(
+            f"{format!r}; allowed: auto, csv, json, parquet", param_hint="--format"
+        )
     report = run_ingest(ctx, source, into, format, evolve_schema)  # type: ignore[arg-type]
     print_report(report)
     if report.failed:
@@ -59,8 +67,9 @@ def run_ingest(
         def tick(done: int, total: int, name: str) -> None:
             bar.update(task, completed=done, total=total, description=name or into)
 
-        return workspace(ctx).ingest(source, into, format=fmt, evolve_schema=evolve_schema,
-                                     progress=tick)
+        return workspace(ctx).ingest(
+            source, into, format=fmt, evolve_schema=evolve_schema, progress=tick
+        )
 
 
 def print_report(report: IngestReport) -> None:

@@ -7,7 +7,7 @@ import json
 import sys
 from datetime import date, datetime
 from decimal import Decimal
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from lakeforge.cli._context import console
 from lakeforge.errors import LakeforgeError
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
@@ -58,7 +58,9 @@ def render(data: pa.Table, fmt: OutputFormat, output: Path | None, *, max_rows: 
         return
     if fmt is OutputFormat.table:
         if output is not None:
-            raise LakeforgeError("--format table prints to the terminal; use csv, json or parquet with -o")
+            raise LakeforgeError(
+                "--format table prints to the terminal; use csv, json or parquet with -o"
+            )
         console.print(rich_table(data, max_rows=max_rows))
         return
     if fmt is OutputFormat.csv:

@@ -26,7 +26,9 @@ def parse_schema(ddl: str) -> pa.Schema:
         con.execute(f"CREATE TABLE __lf_schema ({ddl})")
         return con.sql("SELECT * FROM __lf_schema").to_arrow_table().schema
     except duckdb.Error as exc:
-        raise SchemaMismatchError(f"--schema {ddl!r} is not valid: {str(exc).splitlines()[0]}") from None
+        raise SchemaMismatchError(
+            f"--schema {ddl!r} is not valid: {str(exc).splitlines()[0]}"
+        ) from None
     finally:
         con.close()
 
@@ -50,15 +52,25 @@ def create(
     ctx: typer.Context,
     name: NameArg,
     schema: Annotated[str, typer.Option(help="Columns in SQL, e.g. 'id BIGINT, name VARCHAR'.")],
-    partition_by: Annotated[list[str] | None, typer.Option(help="Partition column (repeatable).")] = None,
-    primary_key: Annotated[list[str] | None, typer.Option(help="Primary-key column (repeatable).")] = None,
+    partition_by: Annotated[
+        list[str] | None, typer.Option(help="Partition column (repeatable).")
+    ] = None,
+    primary_key: Annotated[
+        list[str] | None, typer.Option(help="Primary-key column (repeatable).")
+    ] = None,
     comment: Annotated[str | None, typer.Option(help="Table comment.")] = None,
-    no_change_data_feed: Annotated[bool, typer.Option(help="Turn the change data feed off.")] = False,
+    no_change_data_feed: Annotated[
+        bool, typer.Option(help="Turn the change data feed off.")
+    ] = False,
 ) -> None:
     """Create an empty table."""
     info = workspace(ctx).tables.create(
-        name, parse_schema(schema), partition_by=partition_by, primary_keys=primary_key,
-        comment=comment, change_data_feed=not no_change_data_feed,
+        name,
+        parse_schema(schema),
+        partition_by=partition_by,
+        primary_keys=primary_key,
+        comment=comment,
+        change_data_feed=not no_change_data_feed,
     )
     console.print(f"created {info.name} at {info.location}")
 
@@ -80,8 +92,12 @@ def describe(ctx: typer.Context, name: NameArg) -> None:
         console.print(f"primary key: {', '.join(info.primary_keys)}")
     columns = Table("column", "type", "nullable", "comment", header_style="bold cyan")
     for field in info.schema:
-        columns.add_row(field.name, str(field.type), "yes" if field.nullable else "no",
-                        info.column_comments.get(field.name, ""))
+        columns.add_row(
+            field.name,
+            str(field.type),
+            "yes" if field.nullable else "no",
+            info.column_comments.get(field.name, ""),
+        )
     console.print(columns)
     for key, value in sorted(info.properties.items()):
         console.print(f"{key} = {value}")
@@ -95,12 +111,18 @@ def history(
 ) -> None:
     """Commits of a table, newest first."""
     rows = workspace(ctx).tables.history(name, limit=limit)
-    table = Table("version", "timestamp", "operation", "parameters", "metrics",
-                  header_style="bold cyan")
+    table = Table(
+        "version", "timestamp", "operation", "parameters", "metrics", header_style="bold cyan"
+    )
     for row in rows:
         metrics = {k: v for k, v in row["metrics"].items() if k.startswith("num_")}
-        table.add_row(str(row["version"]), row["timestamp"].isoformat(timespec="seconds"),
-                      str(row["operation"]), json.dumps(row["parameters"]), json.dumps(metrics))
+        table.add_row(
+            str(row["version"]),
+            row["timestamp"].isoformat(timespec="seconds"),
+            str(row["operation"]),
+            json.dumps(row["parameters"]),
+            json.dumps(metrics),
+        )
     console.print(table)
 
 
@@ -124,7 +146,9 @@ def delete(
 ) -> None:
     """Delete rows matching a predicate."""
     result = workspace(ctx).tables.delete(name, where)
-    console.print(f"deleted {result.rows_dropped} rows from {result.table}; now version {result.version}")
+    console.print(
+        f"deleted {result.rows_dropped} rows from {result.table}; now version {result.version}"
+    )
 
 
 @app.command()
@@ -143,7 +167,9 @@ def restore(
 def optimize(
     ctx: typer.Context,
     name: NameArg,
-    zorder_by: Annotated[list[str] | None, typer.Option(help="Z-order by column (repeatable).")] = None,
+    zorder_by: Annotated[
+        list[str] | None, typer.Option(help="Z-order by column (repeatable).")
+    ] = None,
 ) -> None:
     """Compact small files into larger ones (optionally Z-ordered)."""
     with console.status(f"optimizing {name}"):
@@ -158,7 +184,9 @@ def optimize(
 def vacuum(
     ctx: typer.Context,
     name: NameArg,
-    retention_hours: Annotated[int, typer.Option(help="Keep files needed by versions this recent.")] = 168,
+    retention_hours: Annotated[
+        int, typer.Option(help="Keep files needed by versions this recent.")
+    ] = 168,
     dry_run: Annotated[bool, typer.Option(help="List files only; delete nothing.")] = False,
 ) -> None:
     """Delete data files that no recent version references."""

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeAlias
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from lakeforge.errors import SchemaMismatchError
 
-ArrowData = pa.Table | pa.RecordBatchReader
+ArrowData: TypeAlias = pa.Table | pa.RecordBatchReader
 
 PK_KEY = b"lakeforge.primary_key"
 COMMENT_KEY = b"comment"
@@ -79,12 +79,17 @@ def can_cast(source: pa.DataType, target: pa.DataType) -> bool:
         return True
     if src == "float" and dst == "float":
         return source.bit_width <= target.bit_width
-    return src == dst and src in {"string", "binary", "timestamp", "timestamp_tz", "date", "decimal"}
+    return src == dst and src in {
+        "string",
+        "binary",
+        "timestamp",
+        "timestamp_tz",
+        "date",
+        "decimal",
+    }
 
 
-def conform(
-    data: pa.Table, target: pa.Schema, *, table: str, allow_new_columns: bool
-) -> pa.Table:
+def conform(data: pa.Table, target: pa.Schema, *, table: str, allow_new_columns: bool) -> pa.Table:
     """Cast ``data`` to the table's schema: reorder, widen types, fill missing columns with null.
 
     Columns not in the table are kept at the end only with ``allow_new_columns``.
@@ -127,8 +132,9 @@ def conform_stream(
     reader: pa.RecordBatchReader, target: pa.Schema, *, table: str
 ) -> pa.RecordBatchReader:
     """:func:`conform` applied batch by batch, for data larger than memory."""
-    first = conform(pa.Table.from_batches([], reader.schema), target, table=table,
-                    allow_new_columns=False)
+    first = conform(
+        pa.Table.from_batches([], reader.schema), target, table=table, allow_new_columns=False
+    )
 
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in reader:

@@ -45,8 +45,13 @@ FileFormat = Literal["auto", "csv", "json", "parquet"]
 SOURCE_FILE_COLUMN = "_ingest_file"
 INGEST_TIME_COLUMN = "_ingest_time"
 _SUFFIXES: dict[str, str] = {
-    ".csv": "csv", ".csv.gz": "csv", ".tsv": "csv",
-    ".json": "json", ".jsonl": "json", ".ndjson": "json", ".json.gz": "json",
+    ".csv": "csv",
+    ".csv.gz": "csv",
+    ".tsv": "csv",
+    ".json": "json",
+    ".jsonl": "json",
+    ".ndjson": "json",
+    ".json.gz": "json",
     ".parquet": "parquet",
 }
 DEFAULT_BATCH_BYTES = 256 * 1024 * 1024
@@ -112,9 +117,11 @@ def _parse(raw: bytes, file: _File, table_schema: pa.Schema | None) -> pa.Table:
         convert = pacsv.ConvertOptions(column_types=types, strings_can_be_null=True)
         return pacsv.read_csv(stream, parse_options=parse, convert_options=convert)
     if file.fmt == "json":
-        options = pajson.ParseOptions(
-            explicit_schema=table_schema, unexpected_field_behavior="infer"
-        ) if table_schema is not None else None
+        options = (
+            pajson.ParseOptions(explicit_schema=table_schema, unexpected_field_behavior="infer")
+            if table_schema is not None
+            else None
+        )
         return pajson.read_json(stream, parse_options=options)
     return pq.read_table(pa.BufferReader(raw))
 
@@ -169,38 +176,52 @@ class Ingestor:
                 seen.status == "failed" and (seen.size, seen.mtime_ns) != (file.size, file.mtime_ns)
             ):
                 todo.append(file)
-            elif seen.status == "loaded" and (seen.size, seen.mtime_ns) != (file.size, file.mtime_ns):
+            elif seen.status == "loaded" and (seen.size, seen.mtime_ns) != (
+                file.size,
+                file.mtime_ns,
+            ):
                 report.changed.append(str(file.path))
             else:
                 report.skipped += 1
         done = 0
         for batch in _batches(todo, batch_bytes):
-            self._load_batch(batch, table, app_id, evolve_schema, report,
-                             lambda name: progress(done, len(todo), name) if progress else None)
+            if progress:
+                progress(done, len(todo), batch[0].path.name)
+            self._load_batch(batch, table, app_id, evolve_schema, report)
             done += len(batch)
             if progress:
                 progress(done, len(todo), "")
         return report
 
     def _recover(self, conn: Connection, table: TableName, app_id: str) -> int:
-        pending = conn.execute(
-            select(ingest_files.c.batch).distinct().where(
-                ingest_files.c.table_name == str(table), ingest_files.c.status == "pending"
+        pending = (
+            conn.execute(
+                select(ingest_files.c.batch)
+                .distinct()
+                .where(ingest_files.c.table_name == str(table), ingest_files.c.status == "pending")
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
         if not pending:
             return 0
         committed = (
             self.lakehouse.delta(table).transaction_version(app_id)
-            if self.lakehouse.exists(table) else None
+            if self.lakehouse.exists(table)
+            else None
         )
         for batch in pending:
-            where = (ingest_files.c.table_name == str(table)) & (ingest_files.c.batch == batch) & (
-                ingest_files.c.status == "pending"
+            where = (
+                (ingest_files.c.table_name == str(table))
+                & (ingest_files.c.batch == batch)
+                & (ingest_files.c.status == "pending")
             )
             if committed is not None and committed >= batch:
-                conn.execute(update(ingest_files).where(where).values(
-                    status="loaded", updated_at=datetime.now(UTC)))
+                conn.execute(
+                    update(ingest_files)
+                    .where(where)
+                    .values(status="loaded", updated_at=datetime.now(UTC))
+                )
             else:
                 conn.execute(delete(ingest_files).where(where))
         return len(pending)
@@ -211,7 +232,8 @@ class Ingestor:
         ).scalar()
         committed = (
             self.lakehouse.delta(table).transaction_version(app_id)
-            if self.lakehouse.exists(table) else None
+            if self.lakehouse.exists(table)
+            else None
         )
         return max(last or 0, committed or 0) + 1
 
@@ -222,13 +244,9 @@ class Ingestor:
         app_id: str,
         evolve_schema: bool,
         report: IngestReport,
-        tick: Callable[[str], None],
     ) -> None:
         engine = self.state.engine
-        raws = {}
-        for file in files:
-            tick(file.path.name)
-            raws[file.path] = file.path.read_bytes()
+        raws = {file.path: file.path.read_bytes() for file in files}
         now = datetime.now(UTC)
         try:
             with engine.begin() as conn:
@@ -240,21 +258,28 @@ class Ingestor:
                         ingest_files.c.path.in_([str(f.path) for f in files]),
                     )
                 )
-                conn.execute(insert(ingest_files), [
-                    {"table_name": str(table), "path": str(f.path), "size": f.size,
-                     "mtime_ns": f.mtime_ns, "content_hash": hashlib.sha256(raws[f.path]).hexdigest(),
-                     "status": "pending", "batch": batch, "updated_at": now}
-                    for f in files
-                ])
+                conn.execute(
+                    insert(ingest_files),
+                    [
+                        {
+                            "table_name": str(table),
+                            "path": str(f.path),
+                            "size": f.size,
+                            "mtime_ns": f.mtime_ns,
+                            "content_hash": hashlib.sha256(raws[f.path]).hexdigest(),
+                            "status": "pending",
+                            "batch": batch,
+                            "updated_at": now,
+                        }
+                        for f in files
+                    ],
+                )
         except IntegrityError:
             raise IngestError(
                 f"another ingestion into {table} claimed some of these files first; "
                 "rerun when it has finished"
             ) from None
-        schema = (
-            self.lakehouse.schema(table)
-            if self.lakehouse.exists(table) else None
-        )
+        schema = self.lakehouse.schema(table) if self.lakehouse.exists(table) else None
         parsed: list[tuple[_File, pa.Table]] = []
         for file in files:
             try:
@@ -272,7 +297,9 @@ class Ingestor:
             combined = pa.concat_tables([t for _, t in parsed], promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             for file, _ in parsed:
-                self._mark(file, table, status="failed", error=f"files in one batch disagree: {exc}")
+                self._mark(
+                    file, table, status="failed", error=f"files in one batch disagree: {exc}"
+                )
                 report.failed[str(file.path)] = _short(exc)
             return
         if schema is None:
@@ -288,10 +315,16 @@ class Ingestor:
             for file, data in parsed:
                 conn.execute(
                     update(ingest_files)
-                    .where(ingest_files.c.table_name == str(table),
-                           ingest_files.c.path == str(file.path))
-                    .values(status="loaded", table_version=result.version, rows=data.num_rows,
-                            updated_at=datetime.now(UTC))
+                    .where(
+                        ingest_files.c.table_name == str(table),
+                        ingest_files.c.path == str(file.path),
+                    )
+                    .values(
+                        status="loaded",
+                        table_version=result.version,
+                        rows=data.num_rows,
+                        updated_at=datetime.now(UTC),
+                    )
                 )
         report.loaded += [str(f.path) for f, _ in parsed]
         report.rows += combined.num_rows
@@ -302,7 +335,9 @@ class Ingestor:
         with self.state.engine.begin() as conn:
             conn.execute(
                 update(ingest_files)
-                .where(ingest_files.c.table_name == str(table), ingest_files.c.path == str(file.path))
+                .where(
+                    ingest_files.c.table_name == str(table), ingest_files.c.path == str(file.path)
+                )
                 .values(status=status, error=error, batch=None, updated_at=datetime.now(UTC))
             )
 
@@ -311,7 +346,8 @@ class Ingestor:
         table = self.lakehouse.name(into)
         with self.state.connect_engine().connect() as conn:
             rows = conn.execute(
-                select(ingest_files).where(ingest_files.c.table_name == str(table))
+                select(ingest_files)
+                .where(ingest_files.c.table_name == str(table))
                 .order_by(ingest_files.c.id)
             )
             return [dict(row._mapping) for row in rows]
@@ -334,9 +370,7 @@ def _with_metadata(data: pa.Table, file: _File, now: datetime) -> pa.Table:
 
 def _strings_for_nulls(data: pa.Table) -> pa.Table:
     """Columns that were empty in every first file become strings, not the null type."""
-    fields = [
-        f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in data.schema
-    ]
+    fields = [f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in data.schema]
     return data.cast(pa.schema(fields))
 
 

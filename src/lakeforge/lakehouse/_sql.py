@@ -25,7 +25,7 @@ from lakeforge.errors import SqlError
 from lakeforge.lakehouse._names import TableName
 
 if TYPE_CHECKING:
-    from lakeforge.lakehouse._tables import Lakehouse
+    from lakeforge.lakehouse._tables import Lakehouse, WriteMode
 
 _READ_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 _TIMESTAMP = re.compile(r"^\d{8}(\d{6}(\d{3})?)?$")
@@ -203,7 +203,9 @@ class SqlSession:
         con = connect()
         try:
             for view, ref in scans.items():
-                con.register(view, self.lakehouse.scan(ref.name, version=ref.version, as_of=ref.as_of))
+                con.register(
+                    view, self.lakehouse.scan(ref.name, version=ref.version, as_of=ref.as_of)
+                )
             result: pa.Table | None = None
             for statement in statements:
                 if statement.type in _READ_TYPES:
@@ -225,7 +227,9 @@ class SqlSession:
                 message += f" (lakehouse catalogs: {', '.join(self.lakehouse.project.catalogs)})"
             raise SqlError(f"SQL failed: {message}") from None
 
-    def _write(self, con: duckdb.DuckDBPyConnection, text: str, targets: list[TableName]) -> pa.Table:
+    def _write(
+        self, con: duckdb.DuckDBPyConnection, text: str, targets: list[TableName]
+    ) -> pa.Table:
         match = _WRITE_TARGET.search(text)
         head = _WRITE_HEAD.search(text[: match.start()]) if match else None
         if match is None or head is None:
@@ -245,14 +249,20 @@ class SqlSession:
         exists = self.lakehouse.exists(target)
         if head.group("insert"):
             data = self._positional(target, data)
-        mode = "append" if head.group("insert") else "overwrite"
+        mode: WriteMode = "append" if head.group("insert") else "overwrite"
         written = self.lakehouse.write(
-            target, data, mode=mode,
+            target,
+            data,
+            mode=mode,
             schema_evolution="overwrite" if mode == "overwrite" and exists else None,
         )
-        return pa.table({"table": [str(written.table)], "version": [written.version],
-                         "rows_written": [written.rows_written]})
-
+        return pa.table(
+            {
+                "table": [str(written.table)],
+                "version": [written.version],
+                "rows_written": [written.rows_written],
+            }
+        )
 
     def _positional(self, target: TableName, data: pa.Table) -> pa.Table:
         """INSERT INTO matches columns by position, as SQL does."""

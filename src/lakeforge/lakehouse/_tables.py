@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import uuid
 from collections.abc import Sequence
@@ -15,7 +16,8 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import DeltaError, TableNotFoundError as DeltaTableNotFound
+from deltalake.exceptions import DeltaError
+from deltalake.exceptions import TableNotFoundError as DeltaTableNotFound
 
 from lakeforge.errors import (
     LakeforgeError,
@@ -25,7 +27,6 @@ from lakeforge.errors import (
     TableNotFoundError,
 )
 from lakeforge.lakehouse._arrow import (
-    ArrowData,
     comments_of,
     conform,
     conform_stream,
@@ -173,16 +174,18 @@ class Lakehouse:
                 raise ValueError("pass version or as_of, not both")
             target = version if version is not None else _as_datetime(as_of)
             try:
-                dt.load_as_version(target)  # type: ignore[arg-type]
+                dt.load_as_version(target)
             except (DeltaError, ValueError, OSError) as exc:
                 raise LakeforgeError(
-                    f"table {table} has no version at {target!r} (latest is {dt.version()}): "
-                    f"{exc}"
+                    f"table {table} has no version at {target!r} (latest is {dt.version()}): {exc}"
                 ) from None
         return dt
 
     def scan(
-        self, name: str | TableName, *, version: int | None = None,
+        self,
+        name: str | TableName,
+        *,
+        version: int | None = None,
         as_of: datetime | str | None = None,
     ) -> pads.Dataset:
         """An Arrow dataset over the table for engines (DuckDB) to scan with pushdown.
@@ -203,17 +206,21 @@ class Lakehouse:
         except LakeforgeError:
             known = []
         close = difflib.get_close_matches(str(table), known, n=3)
-        hint = f"did you mean {', '.join(close)}?" if close else "`lakeforge tables list` shows them"
+        hint = (
+            f"did you mean {', '.join(close)}?" if close else "`lakeforge tables list` shows them"
+        )
         return TableNotFoundError(f"table {table} does not exist", hint=hint)
 
     # -- catalog ----------------------------------------------------------------------
 
-    def list(self, *, catalog: str | None = None, schema: str | None = None) -> list[TableName]:
+    def list(
+        self, *, catalog: str | None = None, schema: str | None = None
+    ) -> builtins.list[TableName]:
         """Tables in a catalog (default: this target's), optionally in one schema."""
         catalog = (catalog or self.target.catalog).lower()
         owner = self.owner_of(TableName(catalog, "x", "x"), write=False)
         fs, base = pafs.FileSystem.from_uri(owner.path(TABLES_DIR))
-        found: list[TableName] = []
+        found: builtins.list[TableName] = []
         for schema_dir in _subdirs(fs, base):
             if schema and schema_dir.base_name != schema.lower():
                 continue
@@ -290,7 +297,9 @@ class Lakehouse:
             num_rows=int(sum(n or 0 for n in actions.column("num_records").to_pylist())),
         )
 
-    def history(self, name: str | TableName, *, limit: int | None = None) -> list[dict[str, Any]]:
+    def history(
+        self, name: str | TableName, *, limit: int | None = None
+    ) -> builtins.list[dict[str, Any]]:
         """Commits, newest first: version, timestamp, operation, parameters and metrics."""
         rows = []
         for commit in self.delta(name).history(limit):
@@ -302,9 +311,7 @@ class Lakehouse:
                     "parameters": commit.get("operationParameters", {}),
                     "metrics": commit.get("operationMetrics", {}),
                     "user_metadata": {
-                        k: v
-                        for k, v in commit.items()
-                        if k.startswith("lakeforge.")
+                        k: v for k, v in commit.items() if k.startswith("lakeforge.")
                     },
                 }
             )
@@ -313,17 +320,38 @@ class Lakehouse:
     # -- reads ------------------------------------------------------------------------
 
     @overload
-    def read(self, name: str | TableName, *, version: int | None = ...,
-             as_of: datetime | str | None = ..., columns: list[str] | None = ...,
-             filter: str | None = ..., format: Literal["arrow"] = ...) -> pa.Table: ...
+    def read(
+        self,
+        name: str | TableName,
+        *,
+        version: int | None = ...,
+        as_of: datetime | str | None = ...,
+        columns: builtins.list[str] | None = ...,
+        filter: str | None = ...,
+        format: Literal["arrow"] = ...,
+    ) -> pa.Table: ...
     @overload
-    def read(self, name: str | TableName, *, version: int | None = ...,
-             as_of: datetime | str | None = ..., columns: list[str] | None = ...,
-             filter: str | None = ..., format: Literal["pandas"]) -> pd.DataFrame: ...
+    def read(
+        self,
+        name: str | TableName,
+        *,
+        version: int | None = ...,
+        as_of: datetime | str | None = ...,
+        columns: builtins.list[str] | None = ...,
+        filter: str | None = ...,
+        format: Literal["pandas"],
+    ) -> pd.DataFrame: ...
     @overload
-    def read(self, name: str | TableName, *, version: int | None = ...,
-             as_of: datetime | str | None = ..., columns: list[str] | None = ...,
-             filter: str | None = ..., format: Literal["polars"]) -> pl.DataFrame: ...
+    def read(
+        self,
+        name: str | TableName,
+        *,
+        version: int | None = ...,
+        as_of: datetime | str | None = ...,
+        columns: builtins.list[str] | None = ...,
+        filter: str | None = ...,
+        format: Literal["polars"],
+    ) -> pl.DataFrame: ...
 
     def read(
         self,
@@ -331,7 +359,7 @@ class Lakehouse:
         *,
         version: int | None = None,
         as_of: datetime | str | None = None,
-        columns: list[str] | None = None,
+        columns: builtins.list[str] | None = None,
         filter: str | None = None,
         format: Format = "arrow",
     ) -> pa.Table | pd.DataFrame | pl.DataFrame:
@@ -348,14 +376,15 @@ class Lakehouse:
                 f"{table} has no column(s) {', '.join(missing)} (columns: {', '.join(names)})"
             )
         if filter:
-            result = query_dataset(_scan_dataset(dt), columns=columns, where=filter,
-                                   label=str(table))
+            result = query_dataset(
+                _scan_dataset(dt), columns=columns, where=filter, label=str(table)
+            )
         else:
             result = dt.to_pyarrow_dataset().to_table(columns=columns)
         if format == "pandas":
             return result.to_pandas()
         if format == "polars":
-            return pl.from_arrow(result)  # type: ignore[return-value]
+            return pl.from_arrow(result)
         return result
 
     # -- writes -----------------------------------------------------------------------
@@ -388,16 +417,30 @@ class Lakehouse:
             current = self.schema(table)
             if schema_evolution == "overwrite" and mode == "overwrite":
                 arrow = materialize(arrow)
-            elif isinstance(arrow, pa.RecordBatchReader) and not expectations and not schema_evolution:
+            elif (
+                isinstance(arrow, pa.RecordBatchReader)
+                and not expectations
+                and not schema_evolution
+            ):
                 arrow = conform_stream(arrow, current, table=str(table))
             else:
-                arrow = conform(materialize(arrow), current, table=str(table),
-                                allow_new_columns=schema_evolution == "merge")
+                arrow = conform(
+                    materialize(arrow),
+                    current,
+                    table=str(table),
+                    allow_new_columns=schema_evolution == "merge",
+                )
         else:
             arrow = materialize(arrow) if expectations or primary_keys else arrow
             if primary_keys:
-                arrow = arrow.cast(with_key_metadata(arrow.schema, primary_keys=list(primary_keys),
-                                                     comments=None, table=str(table)))
+                arrow = arrow.cast(
+                    with_key_metadata(
+                        arrow.schema,
+                        primary_keys=list(primary_keys),
+                        comments=None,
+                        table=str(table),
+                    )
+                )
         outcome: QualityOutcome | None = None
         if expectations:
             outcome = apply_expectations(materialize(arrow), list(expectations), table=str(table))
@@ -405,24 +448,30 @@ class Lakehouse:
             if outcome.quarantined is not None and outcome.quarantined.num_rows:
                 self._write_quarantine(table, outcome.quarantined)
         rows_in = outcome.rows_in if outcome else None
+        options: dict[str, Any] = {
+            "mode": mode,
+            "schema_mode": schema_evolution,
+            "predicate": replace_where,
+            "storage_options": owner.storage_options or None,
+            "commit_properties": commit_properties,
+        }
+        if not exists:
+            options |= {
+                "partition_by": list(partition_by or []) or None,
+                "name": str(table),
+                "configuration": CDF_CONFIG,
+            }
         try:
-            write_deltalake(
-                self.location(table),
-                arrow,
-                mode=mode,
-                partition_by=list(partition_by) if partition_by and not exists else None,
-                name=str(table) if not exists else None,
-                configuration=CDF_CONFIG if not exists else None,
-                schema_mode=schema_evolution,
-                predicate=replace_where,
-                storage_options=owner.storage_options or None,
-                commit_properties=commit_properties,
-            )
+            write_deltalake(self.location(table), arrow, **options)
         except DeltaError as exc:
-            raise LakeforgeError(f"write to {table} failed; the table is unchanged: {exc}") from None
+            raise LakeforgeError(
+                f"write to {table} failed; the table is unchanged: {exc}"
+            ) from None
         dt = self.delta(table)
         metrics = dt.history(1)[0].get("operationMetrics", {})
-        rows_written = int(metrics.get("num_added_rows", arrow.num_rows if isinstance(arrow, pa.Table) else 0))
+        rows_written = int(
+            metrics.get("num_added_rows", arrow.num_rows if isinstance(arrow, pa.Table) else 0)
+        )
         result = WriteResult(
             table=table,
             version=dt.version(),
@@ -466,8 +515,13 @@ class Lakehouse:
             "rows_dropped": result.rows_dropped,
         }
         rows = [
-            {**base, "rule": r.rule.name, "expression": r.rule.sql, "action": r.rule.action,
-             "rows_failed": r.failed}
+            {
+                **base,
+                "rule": r.rule.name,
+                "expression": r.rule.sql,
+                "action": r.rule.action,
+                "rows_failed": r.failed,
+            }
             for r in rules
         ] or [{**base, "rule": None, "expression": None, "action": None, "rows_failed": None}]
         log = TableName(self.target.catalog, SYSTEM_SCHEMA, QUALITY_LOG)
@@ -500,16 +554,21 @@ class Lakehouse:
             raise SchemaMismatchError(
                 f"merge into {table}: no keys given and the table has no primary keys"
             )
-        source = conform(materialize(to_arrow(data, what=f"merge into {table}")), current,
-                         table=str(table), allow_new_columns=schema_evolution)
+        source = conform(
+            materialize(to_arrow(data, what=f"merge into {table}")),
+            current,
+            table=str(table),
+            allow_new_columns=schema_evolution,
+        )
         missing = [k for k in keys if k not in source.column_names]
         if missing:
             raise SchemaMismatchError(f"merge into {table}: key column(s) {missing} not in data")
         _check_unique(source, keys, table)
         predicate = " AND ".join(f's."{k}" = t."{k}"' for k in keys)
         merger = (
-            dt.merge(source, predicate, source_alias="s", target_alias="t",
-                     merge_schema=schema_evolution)
+            dt.merge(
+                source, predicate, source_alias="s", target_alias="t", merge_schema=schema_evolution
+            )
             .when_matched_update_all()
             .when_not_matched_insert_all()
         )
@@ -518,7 +577,9 @@ class Lakehouse:
         try:
             metrics = merger.execute()
         except DeltaError as exc:
-            raise LakeforgeError(f"merge into {table} failed; the table is unchanged: {exc}") from None
+            raise LakeforgeError(
+                f"merge into {table} failed; the table is unchanged: {exc}"
+            ) from None
         result = WriteResult(
             table=table,
             version=self.delta(table).version(),
@@ -539,11 +600,22 @@ class Lakehouse:
             metrics = dt.delete(predicate)
         except DeltaError as exc:
             raise LakeforgeError(f"delete from {table} where {predicate!r} failed: {exc}") from None
-        return WriteResult(table, dt.version(), "delete", 0, 0,
-                           rows_dropped=int(metrics.get("num_deleted_rows", 0)), metrics=metrics)
+        return WriteResult(
+            table,
+            dt.version(),
+            "delete",
+            0,
+            0,
+            rows_dropped=int(metrics.get("num_deleted_rows", 0)),
+            metrics=metrics,
+        )
 
     def restore(
-        self, name: str | TableName, *, version: int | None = None, as_of: datetime | str | None = None
+        self,
+        name: str | TableName,
+        *,
+        version: int | None = None,
+        as_of: datetime | str | None = None,
     ) -> WriteResult:
         """Make the table's content what it was at ``version`` (or time ``as_of``), as a new commit."""
         table = self.name(name)
@@ -552,36 +624,55 @@ class Lakehouse:
         dt = self.delta(table, write=True)
         latest = dt.version()
         if version is not None and not 0 <= version <= latest:
-            raise LakeforgeError(f"cannot restore {table} to version {version}: versions are 0..{latest}")
+            raise LakeforgeError(
+                f"cannot restore {table} to version {version}: versions are 0..{latest}"
+            )
         try:
             metrics = dt.restore(version if version is not None else _as_datetime(as_of))
         except DeltaError as exc:
             raise LakeforgeError(f"restore of {table} failed: {exc}") from None
         return WriteResult(table, self.delta(table).version(), "restore", 0, 0, metrics=metrics)
 
-    def optimize(self, name: str | TableName, *, zorder_by: Sequence[str] | None = None,
-                 target_size: int | None = None) -> dict[str, Any]:
+    def optimize(
+        self,
+        name: str | TableName,
+        *,
+        zorder_by: Sequence[str] | None = None,
+        target_size: int | None = None,
+    ) -> dict[str, Any]:
         """Compact small files (or Z-order by columns); returns delta-rs's metrics."""
         dt = self.delta(name, write=True)
         if zorder_by:
             return dt.optimize.z_order(list(zorder_by), target_size=target_size)
         return dt.optimize.compact(target_size=target_size)
 
-    def vacuum(self, name: str | TableName, *, retention_hours: int = 168,
-               dry_run: bool = False, enforce_retention: bool = True) -> list[str]:
+    def vacuum(
+        self,
+        name: str | TableName,
+        *,
+        retention_hours: int = 168,
+        dry_run: bool = False,
+        enforce_retention: bool = True,
+    ) -> builtins.list[str]:
         """Delete files no longer referenced by versions newer than ``retention_hours``."""
         dt = self.delta(name, write=True)
         try:
-            return dt.vacuum(retention_hours=retention_hours, dry_run=dry_run,
-                             enforce_retention_duration=enforce_retention)
+            return dt.vacuum(
+                retention_hours=retention_hours,
+                dry_run=dry_run,
+                enforce_retention_duration=enforce_retention,
+            )
         except DeltaError as exc:
             raise LakeforgeError(f"vacuum of {self.name(name)} refused: {exc}") from None
 
-    def changes(self, name: str | TableName, *, starting_version: int = 0,
-                ending_version: int | None = None) -> pa.Table:
+    def changes(
+        self, name: str | TableName, *, starting_version: int = 0, ending_version: int | None = None
+    ) -> pa.Table:
         """The change data feed between two versions (``_change_type``, ``_commit_version``...)."""
         dt = self.delta(name)
-        return dt.load_cdf(starting_version=starting_version, ending_version=ending_version).read_all()
+        return dt.load_cdf(
+            starting_version=starting_version, ending_version=ending_version
+        ).read_all()
 
 
 def _check_unique(data: pa.Table, keys: list[str], table: TableName) -> None:
@@ -610,7 +701,9 @@ def _view_type(field: pa.Field) -> pa.Field:
 
 def _subdirs(fs: pafs.FileSystem, base: str) -> list[pafs.FileInfo]:
     info = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
-    return [i for i in info if i.type == pafs.FileType.Directory and not i.base_name.startswith(".")]
+    return [
+        i for i in info if i.type == pafs.FileType.Directory and not i.base_name.startswith(".")
+    ]
 
 
 def _as_datetime(value: datetime | str | None) -> datetime:
@@ -620,6 +713,8 @@ def _as_datetime(value: datetime | str | None) -> datetime:
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
-            raise LakeforgeError(f"timestamp {value!r} is not ISO 8601 (e.g. 2024-05-01T12:00:00)") from None
+            raise LakeforgeError(
+                f"timestamp {value!r} is not ISO 8601 (e.g. 2024-05-01T12:00:00)"
+            ) from None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     raise ValueError("a timestamp is required")

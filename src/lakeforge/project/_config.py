@@ -39,7 +39,9 @@ class TargetConfig(BaseModel):
         default=None,
         description="Storage root: a local path (relative to the project) or an object-store URI.",
     )
-    catalog: str | None = Field(default=None, description="Catalog name; defaults to the target name.")
+    catalog: str | None = Field(
+        default=None, description="Catalog name; defaults to the target name."
+    )
     mlflow_tracking_uri: str | None = None
     state_store: str | None = Field(default=None, description="SQLAlchemy URL of the state store.")
     read_from: list[str] = Field(default_factory=list)

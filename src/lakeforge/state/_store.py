@@ -67,9 +67,7 @@ class StateStore:
                         config.attributes["connection"] = conn
                         command.upgrade(config, "head")
             except OperationalError as exc:
-                raise ConfigError(
-                    f"cannot reach the state store {self.url}: {exc.orig}"
-                ) from None
+                raise ConfigError(f"cannot reach the state store {self.url}: {exc.orig}") from None
         self._migrated = True
 
     def connect_engine(self) -> Engine:
