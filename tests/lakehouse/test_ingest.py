@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -242,3 +246,34 @@ def test_ingest_with_the_postgres_state_store(
         assert ws.state.url.startswith("postgresql")
         assert ws.ingest(tmp_path / "in", TABLE).rows > 0
         assert ws.ingest(tmp_path / "in", TABLE).skipped == 1
+
+
+def test_kill_9_mid_ingest_then_rerun_loads_every_file_exactly_once(
+    project_dir: Path, all_flights: pa.Table, tmp_path: Path
+) -> None:
+    january = all_flights.filter(pc.equal(all_flights.column("month"), 1))
+    landing = tmp_path / "in"
+    for day in range(1, 32):
+        land(january, landing, day)
+    script = (
+        "import sys, lakeforge\n"
+        "from lakeforge.lakehouse import Ingestor\n"
+        "ws = lakeforge.connect('dev', project_dir=sys.argv[1])\n"
+        "Ingestor(ws.tables, ws.state).run(sys.argv[2], sys.argv[3], batch_bytes=1)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script, str(project_dir), str(landing), TABLE])
+    log = project_dir / ".lakeforge" / "dev" / "tables" / "bronze" / "flights" / "_delta_log"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(log.glob("*.json"))) < 5 and child.poll() is None:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    with lakeforge.connect("dev", project_dir=project_dir) as ws:
+        committed_before = ws.tables.describe(TABLE).version + 1
+        assert 0 < committed_before < 31, "the kill should land mid-ingest"
+        report = ws.ingest(landing, TABLE)
+        assert len(report.loaded) + report.skipped == 31
+        per_file = ws.sql(f"SELECT _ingest_file AS f, count(*) AS n FROM {TABLE} GROUP BY 1").to_pylist()
+        expected = {str(landing / f"flights_{d:02d}.csv"): january.filter(pc.equal(january.column("day"), d)).num_rows
+                    for d in range(1, 32)}
+        assert {row["f"]: row["n"] for row in per_file} == expected
