@@ -36,6 +36,12 @@ def test_warn_drop_and_quality_log_on_real_flights(ws: Workspace, flights: pa.Ta
     ]
     assert {r["rows_written"] for r in log} == {result.rows_written}
     assert {r["table_version"] for r in log} == {0}
+    write_ids = (
+        ws.sql("SELECT DISTINCT write_id FROM dev.system.quality_log")
+        .column("write_id")
+        .to_pylist()
+    )
+    assert set(quarantine.column("_write_id").to_pylist()) == set(write_ids)
     # a warn rule never drops: the violating rows are in the table
     assert (
         ws.sql("SELECT count(*) AS n FROM dev.silver.flights WHERE arr_delay >= 60")

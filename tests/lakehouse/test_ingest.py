@@ -264,7 +264,9 @@ def test_kill_9_mid_ingest_then_rerun_loads_every_file_exactly_once(
     child = subprocess.Popen([sys.executable, "-c", script, str(project_dir), str(landing), TABLE])
     log = project_dir / ".lakeforge" / "dev" / "tables" / "bronze" / "flights" / "_delta_log"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(list(log.glob("*.json"))) < 5 and child.poll() is None:
+    while (
+        time.monotonic() < deadline and len(list(log.glob("*.json"))) < 5 and child.poll() is None
+    ):
         time.sleep(0.01)
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
@@ -273,7 +275,13 @@ def test_kill_9_mid_ingest_then_rerun_loads_every_file_exactly_once(
         assert 0 < committed_before < 31, "the kill should land mid-ingest"
         report = ws.ingest(landing, TABLE)
         assert len(report.loaded) + report.skipped == 31
-        per_file = ws.sql(f"SELECT _ingest_file AS f, count(*) AS n FROM {TABLE} GROUP BY 1").to_pylist()
-        expected = {str(landing / f"flights_{d:02d}.csv"): january.filter(pc.equal(january.column("day"), d)).num_rows
-                    for d in range(1, 32)}
+        per_file = ws.sql(
+            f"SELECT _ingest_file AS f, count(*) AS n FROM {TABLE} GROUP BY 1"
+        ).to_pylist()
+        expected = {
+            str(landing / f"flights_{d:02d}.csv"): january.filter(
+                pc.equal(january.column("day"), d)
+            ).num_rows
+            for d in range(1, 32)
+        }
         assert {row["f"]: row["n"] for row in per_file} == expected

@@ -412,9 +412,9 @@ class Lakehouse:
         table = self.name(name)
         owner = self.owner_of(table, write=True)
         arrow = to_arrow(data, what=f"write to {table}")
-        exists = self.exists(table)
-        if exists:
-            current = self.schema(table)
+        dt = self._open(table, owner)
+        if dt is not None:
+            current = pa.schema(dt.schema().to_arrow())
             if schema_evolution == "overwrite" and mode == "overwrite":
                 arrow = materialize(arrow)
             elif (
@@ -430,24 +430,22 @@ class Lakehouse:
                     table=str(table),
                     allow_new_columns=schema_evolution == "merge",
                 )
-        else:
-            arrow = materialize(arrow) if expectations or primary_keys else arrow
-            if primary_keys:
-                arrow = arrow.cast(
-                    with_key_metadata(
-                        arrow.schema,
-                        primary_keys=list(primary_keys),
-                        comments=None,
-                        table=str(table),
-                    )
+        elif primary_keys:
+            arrow = materialize(arrow)
+            arrow = arrow.cast(
+                with_key_metadata(
+                    arrow.schema, primary_keys=list(primary_keys), comments=None, table=str(table)
                 )
+            )
+        write_id = uuid.uuid4().hex
         outcome: QualityOutcome | None = None
         if expectations:
             outcome = apply_expectations(materialize(arrow), list(expectations), table=str(table))
             arrow = outcome.passed
             if outcome.quarantined is not None and outcome.quarantined.num_rows:
-                self._write_quarantine(table, outcome.quarantined)
-        rows_in = outcome.rows_in if outcome else None
+                # Quarantine first: if the main write then fails, a retry may repeat these
+                # rows (each carries its write id) but a dropped row is never lost.
+                self._write_quarantine(table, outcome.quarantined, write_id)
         options: dict[str, Any] = {
             "mode": mode,
             "schema_mode": schema_evolution,
@@ -455,38 +453,48 @@ class Lakehouse:
             "storage_options": owner.storage_options or None,
             "commit_properties": commit_properties,
         }
-        if not exists:
+        if dt is None:
             options |= {
                 "partition_by": list(partition_by or []) or None,
                 "name": str(table),
                 "configuration": CDF_CONFIG,
             }
         try:
-            write_deltalake(self.location(table), arrow, **options)
+            write_deltalake(dt if dt is not None else self.location(table), arrow, **options)
         except DeltaError as exc:
             raise LakeforgeError(
                 f"write to {table} failed; the table is unchanged: {exc}"
             ) from None
-        dt = self.delta(table)
+        if dt is None:
+            dt = self.delta(table)
+        else:
+            dt.update_incremental()
         metrics = dt.history(1)[0].get("operationMetrics", {})
-        rows_written = int(
-            metrics.get("num_added_rows", arrow.num_rows if isinstance(arrow, pa.Table) else 0)
-        )
+        rows_written = int(metrics.get("num_added_rows", 0))
         result = WriteResult(
             table=table,
             version=dt.version(),
             operation=mode,
-            rows_in=rows_in if rows_in is not None else rows_written,
+            rows_in=outcome.rows_in if outcome else rows_written,
             rows_written=rows_written,
             rows_dropped=outcome.rows_dropped if outcome else 0,
             rule_failures={r.rule.name: r.failed for r in outcome.results} if outcome else {},
             metrics=metrics,
         )
-        self._log_quality(result, outcome)
+        self._log_quality(result, outcome, write_id)
         return result
 
-    def _write_quarantine(self, table: TableName, rows: pa.Table) -> None:
+    def _open(self, table: TableName, owner: Target) -> DeltaTable | None:
+        """The table, or None when it does not exist yet."""
+        try:
+            return DeltaTable(self.location(table), storage_options=owner.storage_options or None)
+        except DeltaTableNotFound:
+            return None
+
+    def _write_quarantine(self, table: TableName, rows: pa.Table, write_id: str) -> None:
         quarantine = table.sibling(table.table + QUARANTINE_SUFFIX)
+        exists = self.exists(quarantine)
+        rows = rows.append_column("_write_id", pa.repeat(pa.scalar(write_id), rows.num_rows))
         rows = rows.append_column(
             "_quarantined_at",
             pa.repeat(pa.scalar(datetime.now(UTC), pa.timestamp("us", tz="UTC")), rows.num_rows),
@@ -495,15 +503,17 @@ class Lakehouse:
             self.location(quarantine),
             rows,
             mode="append",
-            schema_mode="merge" if self.exists(quarantine) else None,
-            configuration=None if self.exists(quarantine) else CDF_CONFIG,
+            schema_mode="merge" if exists else None,
+            configuration=None if exists else CDF_CONFIG,
             storage_options=self.target.storage_options or None,
         )
 
-    def _log_quality(self, result: WriteResult, outcome: QualityOutcome | None) -> None:
+    def _log_quality(
+        self, result: WriteResult, outcome: QualityOutcome | None, write_id: str | None = None
+    ) -> None:
         rules = outcome.results if outcome else []
         now = datetime.now(UTC)
-        write_id = uuid.uuid4().hex
+        write_id = write_id or uuid.uuid4().hex
         base = {
             "write_id": write_id,
             "timestamp": now,
