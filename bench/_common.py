@@ -2,7 +2,7 @@
 
 Every benchmark runs each side (the baseline and Lakeforge) in its own child process,
 a re-run of the benchmark script with the hidden ``--side`` argument, so that each
-side's peak RSS (``ru_maxrss``) is its own and imports are not timed. The child prints
+side's peak RSS is its own and imports are not timed. The child prints
 one ``BENCH_RESULT <json>`` line on stdout, which the parent collects.
 """
 
@@ -116,7 +116,7 @@ def rss_mib() -> float:
 def time_reps(
     run: Callable[[int], Any],
     reps: int,
-    setup: Callable[[int], None] | None = None,
+    setup: Callable[[int], object] | None = None,
     warmup: int = 1,
 ) -> tuple[list[float], list[Any]]:
     """Call ``run(rep)`` ``warmup`` times untimed, then ``reps`` times timed.

@@ -40,9 +40,9 @@ def baseline(source: Path, rows: int, reps: int, warmup: int) -> SideResult:
     def run(rep: int) -> int:
         table = pacsv.read_csv(csv)
         write_deltalake(str(dest / f"rep{rep}"), table)
-        return table.num_rows
+        return int(table.num_rows)
 
-    times, counts = time_reps(run, reps, setup=lambda rep: fresh_dir(dest), warmup=warmup)
+    times, counts = time_reps(run, reps, setup=lambda _: fresh_dir(dest), warmup=warmup)
     _check_rows(counts, rows)
     return SideResult("baseline", rows, times, peak_rss_mib(), imported)
 
@@ -53,19 +53,20 @@ def lakeforge_side(source: Path, rows: int, reps: int, warmup: int) -> SideResul
 
     imported = rss_mib()
     dest = RUNS_DIR / "lakeforge"
-    workspaces: list[lakeforge.Workspace] = []
+    opened: list[lakeforge.Workspace] = []
 
     def setup(rep: int) -> None:
+        while opened:
+            opened.pop().close()
         fresh_dir(dest)
-        project = lakeforge.init_project(f"bench_ingest_{rep}", dest)
-        workspaces.append(lakeforge.connect(project_dir=project))
+        opened.append(lakeforge.connect(project_dir=lakeforge.init_project("bench_ingest", dest)))
 
-    def run(rep: int) -> int:
-        return workspaces[rep].ingest(source, TABLE).rows
+    def run(_: int) -> int:
+        return opened[-1].ingest(source, TABLE).rows
 
     times, counts = time_reps(run, reps, setup=setup, warmup=warmup)
-    for ws in workspaces:
-        ws.close()
+    while opened:
+        opened.pop().close()
     _check_rows(counts, rows)
     return SideResult("lakeforge", rows, times, peak_rss_mib(), imported)
 
