@@ -117,3 +117,27 @@ def test_asof_join_setting_is_on() -> None:
     con = connect()
     assert con.sql("SELECT current_setting('asof_loop_join_threshold') AS v").fetchall() == [(0,)]
     con.close()
+
+
+def test_partitioned_and_evolved_tables_read_the_same_through_both_scan_paths(
+    ws: Workspace, flights: pa.Table
+) -> None:
+    ws.tables.write("dev.s.by_origin", flights, partition_by=["origin"])
+    assert ws.tables.parquet_snapshot("dev.s.by_origin") is None  # partitioned: Arrow dataset path
+    by_origin = ws.sql("SELECT origin, count(*) AS n FROM dev.s.by_origin GROUP BY 1 ORDER BY 1")
+    assert sum(by_origin.column("n").to_pylist()) == flights.num_rows
+    ws.tables.write("dev.s.plain", flights.select(["carrier", "distance"]))
+    ws.tables.write(
+        "dev.s.plain",
+        pa.table({"carrier": ["ZZ"], "distance": [1], "note": ["new"]}),
+        schema_evolution="merge",
+    )
+    files, schema = ws.tables.parquet_snapshot("dev.s.plain") or ([], None)
+    assert (
+        len(files) == 2 and schema is not None and schema.names == ["carrier", "distance", "note"]
+    )
+    rows = ws.sql("SELECT count(*) AS n, count(note) AS notes FROM dev.s.plain").to_pylist()
+    assert rows == [{"n": flights.num_rows + 1, "notes": 1}]
+    joined = ws.sql("""SELECT count(*) AS n FROM dev.s.plain p JOIN dev.s.by_origin o
+                       ON p.carrier = o.carrier AND p.distance = o.distance""")
+    assert joined.column("n")[0].as_py() >= flights.num_rows

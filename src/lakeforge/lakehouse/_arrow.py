@@ -113,6 +113,11 @@ def conform(data: pa.Table, target: pa.Schema, *, table: str, allow_new_columns:
             fields.append(field)
             continue
         column = data.column(field.name)
+        if pa.types.is_dictionary(column.type) and can_cast(column.type.value_type, field.type):
+            # Dictionary-encoded values are written as they are (delta-rs decodes them).
+            columns.append(column)
+            fields.append(field.with_type(column.type))
+            continue
         if not can_cast(column.type, field.type):
             problems.append(f"column {field.name}: table has {field.type}, data has {column.type}")
             continue

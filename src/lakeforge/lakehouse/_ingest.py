@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,24 +107,30 @@ def _discover(source: Path, fmt: FileFormat) -> list[_File]:
     return files
 
 
-def _parse(raw: bytes, file: _File, table_schema: pa.Schema | None) -> pa.Table:
-    name = file.path.name.lower()
-    stream = pa.input_stream(
-        pa.BufferReader(raw), compression="gzip" if name.endswith(".gz") else None
-    )
+def _parse(file: _File, table_schema: pa.Schema | None) -> pa.Table:
+    """Read one whole file (compression from its suffix), with the table's types if any."""
+    path = str(file.path)
     if file.fmt == "csv":
         types = {f.name: f.type for f in table_schema} if table_schema is not None else None
-        parse = pacsv.ParseOptions(delimiter="\t" if name.endswith(".tsv") else ",")
+        parse = pacsv.ParseOptions(delimiter="\t" if path.lower().endswith(".tsv") else ",")
         convert = pacsv.ConvertOptions(column_types=types, strings_can_be_null=True)
-        return pacsv.read_csv(stream, parse_options=parse, convert_options=convert)
+        return pacsv.read_csv(path, parse_options=parse, convert_options=convert)
     if file.fmt == "json":
         options = (
             pajson.ParseOptions(explicit_schema=table_schema, unexpected_field_behavior="infer")
             if table_schema is not None
             else None
         )
-        return pajson.read_json(stream, parse_options=options)
-    return pq.read_table(pa.BufferReader(raw))
+        return pajson.read_json(path, parse_options=options)
+    return pq.read_table(path)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(8 * 1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _batches(files: list[_File], batch_bytes: int) -> Iterator[list[_File]]:
@@ -245,11 +252,76 @@ class Ingestor:
         evolve_schema: bool,
         report: IngestReport,
     ) -> None:
-        engine = self.state.engine
-        raws = {file.path: file.path.read_bytes() for file in files}
         now = datetime.now(UTC)
+        schema = self.lakehouse.schema(table) if self.lakehouse.exists(table) else None
+        parsed: dict[Path, pa.Table] = {}
+        failed: dict[Path, str] = {}
+        # Hash in a thread while pyarrow parses: both release the GIL.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            hashing = {f.path: pool.submit(_sha256, f.path) for f in files}
+            for file in files:
+                try:
+                    data = _with_metadata(_parse(file, _file_schema(schema)), file, now)
+                    if schema is not None:
+                        data = conform(
+                            data, schema, table=str(table), allow_new_columns=evolve_schema
+                        )
+                    parsed[file.path] = data
+                except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, LakeforgeError) as exc:
+                    failed[file.path] = _short(exc)
+            digests = {path: future.result() for path, future in hashing.items()}
+        combined: pa.Table | None = None
+        if parsed:
+            try:
+                combined = pa.concat_tables(list(parsed.values()), promote_options="permissive")
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                failed |= {path: f"files in one batch disagree: {_short(exc)}" for path in parsed}
+                parsed = {}
+        batch = self._claim(files, table, app_id, digests, failed, now)
+        report.failed |= {str(path): error for path, error in failed.items()}
+        if combined is None or not parsed:
+            return
+        if schema is None:
+            combined = _strings_for_nulls(combined)
+        result = self.lakehouse.write(
+            table,
+            combined,
+            mode="append",
+            schema_evolution="merge" if evolve_schema else None,
+            commit_properties=CommitProperties(app_transactions=[Transaction(app_id, batch)]),
+        )
+        with self.state.engine.begin() as conn:
+            for path, data in parsed.items():
+                conn.execute(
+                    update(ingest_files)
+                    .where(
+                        ingest_files.c.table_name == str(table),
+                        ingest_files.c.path == str(path),
+                    )
+                    .values(
+                        status="loaded",
+                        table_version=result.version,
+                        rows=data.num_rows,
+                        updated_at=datetime.now(UTC),
+                    )
+                )
+        report.loaded += [str(path) for path in parsed]
+        report.rows += combined.num_rows
+        if result.version is not None:
+            report.versions.append(result.version)
+
+    def _claim(
+        self,
+        files: list[_File],
+        table: TableName,
+        app_id: str,
+        digests: dict[Path, str],
+        failed: dict[Path, str],
+        now: datetime,
+    ) -> int:
+        """Record the batch's files: ``pending`` under a new batch number, or ``failed``."""
         try:
-            with engine.begin() as conn:
+            with self.state.engine.begin() as conn:
                 batch = self._next_batch(conn, table, app_id)
                 conn.execute(
                     delete(ingest_files).where(
@@ -266,9 +338,10 @@ class Ingestor:
                             "path": str(f.path),
                             "size": f.size,
                             "mtime_ns": f.mtime_ns,
-                            "content_hash": hashlib.sha256(raws[f.path]).hexdigest(),
-                            "status": "pending",
-                            "batch": batch,
+                            "content_hash": digests[f.path],
+                            "status": "failed" if f.path in failed else "pending",
+                            "batch": None if f.path in failed else batch,
+                            "error": failed.get(f.path),
                             "updated_at": now,
                         }
                         for f in files
@@ -279,67 +352,7 @@ class Ingestor:
                 f"another ingestion into {table} claimed some of these files first; "
                 "rerun when it has finished"
             ) from None
-        schema = self.lakehouse.schema(table) if self.lakehouse.exists(table) else None
-        parsed: list[tuple[_File, pa.Table]] = []
-        for file in files:
-            try:
-                data = _parse(raws.pop(file.path), file, _file_schema(schema))
-                data = _with_metadata(data, file, now)
-                if schema is not None:
-                    data = conform(data, schema, table=str(table), allow_new_columns=evolve_schema)
-                parsed.append((file, data))
-            except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, LakeforgeError) as exc:
-                self._mark(file, table, status="failed", error=_short(exc))
-                report.failed[str(file.path)] = _short(exc)
-        if not parsed:
-            return
-        try:
-            combined = pa.concat_tables([t for _, t in parsed], promote_options="permissive")
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            for file, _ in parsed:
-                self._mark(
-                    file, table, status="failed", error=f"files in one batch disagree: {exc}"
-                )
-                report.failed[str(file.path)] = _short(exc)
-            return
-        if schema is None:
-            combined = _strings_for_nulls(combined)
-        result = self.lakehouse.write(
-            table,
-            combined,
-            mode="append",
-            schema_evolution="merge" if evolve_schema else None,
-            commit_properties=CommitProperties(app_transactions=[Transaction(app_id, batch)]),
-        )
-        with engine.begin() as conn:
-            for file, data in parsed:
-                conn.execute(
-                    update(ingest_files)
-                    .where(
-                        ingest_files.c.table_name == str(table),
-                        ingest_files.c.path == str(file.path),
-                    )
-                    .values(
-                        status="loaded",
-                        table_version=result.version,
-                        rows=data.num_rows,
-                        updated_at=datetime.now(UTC),
-                    )
-                )
-        report.loaded += [str(f.path) for f, _ in parsed]
-        report.rows += combined.num_rows
-        if result.version is not None:
-            report.versions.append(result.version)
-
-    def _mark(self, file: _File, table: TableName, *, status: str, error: str | None) -> None:
-        with self.state.engine.begin() as conn:
-            conn.execute(
-                update(ingest_files)
-                .where(
-                    ingest_files.c.table_name == str(table), ingest_files.c.path == str(file.path)
-                )
-                .values(status=status, error=error, batch=None, updated_at=datetime.now(UTC))
-            )
+        return batch
 
     def checkpoint(self, into: str | TableName) -> list[dict[str, object]]:
         """The checkpoint rows of a table: one per file seen, with status and error."""
@@ -362,7 +375,10 @@ def _file_schema(schema: pa.Schema | None) -> pa.Schema | None:
 
 def _with_metadata(data: pa.Table, file: _File, now: datetime) -> pa.Table:
     rows = data.num_rows
-    data = data.append_column(SOURCE_FILE_COLUMN, pa.repeat(pa.scalar(str(file.path)), rows))
+    source = pa.DictionaryArray.from_arrays(
+        pa.repeat(pa.scalar(0, pa.int32()), rows), pa.array([str(file.path)])
+    )
+    data = data.append_column(SOURCE_FILE_COLUMN, source)
     return data.append_column(
         INGEST_TIME_COLUMN, pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), rows)
     )

@@ -202,10 +202,7 @@ class SqlSession:
                 )
         con = connect()
         try:
-            for view, ref in scans.items():
-                con.register(
-                    view, self.lakehouse.scan(ref.name, version=ref.version, as_of=ref.as_of)
-                )
+            self._register(con, scans)
             result: pa.Table | None = None
             for statement in statements:
                 if statement.type in _READ_TYPES:
@@ -217,9 +214,33 @@ class SqlSession:
         finally:
             con.close()
 
+    def _register(self, con: duckdb.DuckDBPyConnection, scans: dict[str, TableRef]) -> None:
+        """Expose each referenced snapshot to DuckDB as a view, then lock file access down.
+
+        Plain local snapshots are read by DuckDB's own parallel Parquet reader; others
+        (partitioned, remote, deletion vectors) through delta-rs's Arrow dataset.
+        """
+        allowed: list[str] = []
+        for view, ref in scans.items():
+            native = self.lakehouse.parquet_snapshot(ref.name, version=ref.version, as_of=ref.as_of)
+            if native is None:
+                con.register(
+                    view, self.lakehouse.scan(ref.name, version=ref.version, as_of=ref.as_of)
+                )
+                continue
+            files, schema = native
+            columns = ", ".join(_quote_ident(c) for c in schema.names)
+            con.execute(
+                f"CREATE TEMP VIEW {view} AS SELECT {columns} FROM "
+                f"read_parquet({_string_list(files)}, union_by_name = true)"
+            )
+            allowed += files
+        if allowed:
+            con.execute(f"SET allowed_paths = {_string_list(allowed)}")
+        con.execute("SET enable_external_access = false")
+
     def _select(self, con: duckdb.DuckDBPyConnection, text: str) -> pa.Table:
         try:
-            con.execute("SET enable_external_access = false")
             return con.sql(text).to_arrow_table()
         except duckdb.Error as exc:
             message = _first_line(exc)
@@ -273,6 +294,14 @@ class SqlSession:
                 f"has {len(columns)} ({', '.join(columns)})"
             )
         return data.rename_columns(columns[: data.num_columns])
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _string_list(values: list[str]) -> str:
+    return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -196,6 +196,32 @@ class Lakehouse:
         """
         return _scan_dataset(self.delta(name, version=version, as_of=as_of))
 
+    def parquet_snapshot(
+        self,
+        name: str | TableName,
+        *,
+        version: int | None = None,
+        as_of: datetime | str | None = None,
+    ) -> tuple[builtins.list[str], pa.Schema] | None:
+        """The local Parquet files and schema of a snapshot that plain Parquet readers can scan.
+
+        That is an unpartitioned table on local disk without deletion vectors or column
+        mapping; for anything else this returns None and callers use :meth:`scan`.
+        """
+        table = self.name(name)
+        if not self.owner_of(table, write=False).is_local:
+            return None
+        dt = self.delta(table, version=version, as_of=as_of)
+        protocol = dt.protocol()
+        if protocol.min_reader_version > 1 or protocol.reader_features:
+            return None
+        if dt.metadata().partition_columns:
+            return None
+        files = [uri.removeprefix("file://") for uri in dt.file_uris()]
+        if not files:
+            return None
+        return files, pa.schema(dt.schema().to_arrow())
+
     def schema(self, name: str | TableName) -> pa.Schema:
         """The table's current Arrow schema, with key and comment metadata."""
         return pa.schema(self.delta(name).schema().to_arrow())
