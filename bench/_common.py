@@ -8,6 +8,7 @@ one ``BENCH_RESULT <json>`` line on stdout, which the parent collects.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import io
 import json
@@ -36,6 +37,41 @@ TARGET_RATIO = 0.8
 
 
 # -- data -----------------------------------------------------------------------------
+
+
+def bench_parser(
+    doc: str | None, *, rows: int, quick_rows: int, reps: int, quick_reps: int, what: str
+) -> argparse.ArgumentParser:
+    """The options every benchmark takes; a script adds its own hidden side arguments."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{quick_rows:,} rows, {quick_reps} run(s) per side"
+    )
+    parser.add_argument(
+        "--rows", type=int, help=f"{what} rows (default {rows:,}; quick {quick_rows:,})"
+    )
+    parser.add_argument(
+        "--reps", type=int, help=f"runs per side, best kept (default {reps}; quick {quick_reps})"
+    )
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
+    parser.add_argument("--side", choices=["baseline", "lakeforge"], help=argparse.SUPPRESS)
+    parser.set_defaults(default_rows=(rows, quick_rows), default_reps=(reps, quick_reps))
+    return parser
+
+
+def run_both(
+    script: str, args: argparse.Namespace, rows: int, reps: int, extra: list[str]
+) -> tuple[SideResult, SideResult]:
+    """Run the baseline, then Lakeforge, each in its own child process of ``script``."""
+    common = ["--rows", str(rows), "--reps", str(reps), "--warmup", str(args.warmup), *extra]
+    return run_side(script, "baseline", common), run_side(script, "lakeforge", common)
+
+
+def rows_and_reps(args: argparse.Namespace) -> tuple[int, int]:
+    """The row count and repetitions the options ask for."""
+    rows = args.rows or args.default_rows[1 if args.quick else 0]
+    return rows, args.reps or args.default_reps[1 if args.quick else 0]
 
 
 def flights_zip() -> Path:
@@ -175,7 +211,7 @@ def run_side(script: str, side: str, args: list[str]) -> SideResult:
             print(ln)
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"side {side!r} failed (exit {proc.returncode}): {' '.join(cmd)}")
-    return SideResult(**json.loads(lines[-1][len(RESULT_MARK):]))
+    return SideResult(**json.loads(lines[-1][len(RESULT_MARK) :]))
 
 
 # -- reporting ------------------------------------------------------------------------
@@ -189,6 +225,7 @@ def machine() -> str:
 
 def revision() -> str:
     """The git commit of the checkout, ``+dirty`` when ``src/`` has uncommitted changes."""
+
     def git(*args: str) -> str:
         out = subprocess.run(["git", *args], cwd=BENCH_DIR, capture_output=True, text=True)
         return out.stdout.strip() if out.returncode == 0 else ""
@@ -208,22 +245,29 @@ def versions(*modules: str) -> str:
     return ", ".join(out) + f"; lakeforge checkout {revision()}"
 
 
-def summarize(title: str, baseline: SideResult, lakeforge: SideResult,
-              target: float = TARGET_RATIO) -> bool:
+def summarize(
+    title: str, baseline: SideResult, lakeforge: SideResult, target: float = TARGET_RATIO
+) -> bool:
     """Print the result table and the verdict; return whether Lakeforge met ``target``."""
     ratio = lakeforge.rows_per_s / baseline.rows_per_s
-    header = (f"{'side':<10} {'best s':>8} {'all runs (s)':<24} {'rows/s':>12} "
-              f"{'peak MiB':>9} {'import MiB':>10} {'ratio':>6}")
+    header = (
+        f"{'side':<10} {'best s':>8} {'all runs (s)':<24} {'rows/s':>12} "
+        f"{'peak MiB':>9} {'import MiB':>10} {'ratio':>6}"
+    )
     print(f"\n{title}")
     print(header)
     print("-" * len(header))
     for res in (baseline, lakeforge):
         runs = ", ".join(f"{t:.2f}" for t in res.times)
         r = res.rows_per_s / baseline.rows_per_s
-        print(f"{res.side:<10} {res.best:>8.3f} {runs:<24} {res.rows_per_s:>12,.0f} "
-              f"{res.peak_mib:>9.0f} {res.import_mib:>10.0f} {r:>6.2f}")
+        print(
+            f"{res.side:<10} {res.best:>8.3f} {runs:<24} {res.rows_per_s:>12,.0f} "
+            f"{res.peak_mib:>9.0f} {res.import_mib:>10.0f} {r:>6.2f}"
+        )
     ok = ratio >= target
     print("(peak MiB: the side's process high-water RSS; import MiB: its RSS after imports)")
-    print(f"\nlakeforge/baseline throughput = {ratio:.2f}x (target >= {target:.2f}x): "
-          f"{'PASS' if ok else 'FAIL'}")
+    print(
+        f"\nlakeforge/baseline throughput = {ratio:.2f}x (target >= {target:.2f}x): "
+        f"{'PASS' if ok else 'FAIL'}"
+    )
     return ok

@@ -12,13 +12,15 @@ from pathlib import Path
 from _common import (
     DATA_DIR,
     SideResult,
+    bench_parser,
     emit,
     flights_csv,
     fresh_dir,
     machine,
     peak_rss_mib,
+    rows_and_reps,
     rss_mib,
-    run_side,
+    run_both,
     summarize,
     time_reps,
     versions,
@@ -77,33 +79,26 @@ def _check_rows(counts: list[int], rows: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="200k rows, 1 run per side")
-    parser.add_argument("--rows", type=int, help="CSV rows (default 1,000,000; quick 200,000)")
-    parser.add_argument("--reps", type=int, help="runs per side, best kept (default 3; quick 1)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
-    parser.add_argument("--side", choices=["baseline", "lakeforge"], help=argparse.SUPPRESS)
+    parser = bench_parser(
+        __doc__, rows=1_000_000, quick_rows=200_000, reps=3, quick_reps=1, what="CSV"
+    )
     parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    rows = args.rows or (200_000 if args.quick else 1_000_000)
-    reps = args.reps or (1 if args.quick else 3)
+    rows, reps = rows_and_reps(args)
 
     if args.side:
         side = baseline if args.side == "baseline" else lakeforge_side
         emit(side(args.source, rows, reps, args.warmup))
         return
 
-    print(f"ingest benchmark: {rows:,} rows, best of {reps} after {args.warmup} warm-up; "
-          f"{machine()}")
+    print(
+        f"ingest benchmark: {rows:,} rows, best of {reps} after {args.warmup} warm-up; {machine()}"
+    )
     print(versions("pyarrow", "deltalake", "duckdb"))
     source = flights_csv(rows)
     size_mib = (source / "flights.csv").stat().st_size / 2**20
     print(f"source: {source / 'flights.csv'} ({size_mib:.0f} MiB)")
-    common = ["--rows", str(rows), "--reps", str(reps), "--warmup", str(args.warmup),
-              "--source", str(source)]
-    base = run_side(__file__, "baseline", common)
-    lf = run_side(__file__, "lakeforge", common)
+    base, lf = run_both(__file__, args, rows, reps, ["--source", str(source)])
     ok = summarize(f"CSV ingest, {rows:,} rows", base, lf)
     sys.exit(1 if args.strict and not ok else 0)
 

@@ -19,11 +19,13 @@ from typing import Any
 from _common import (
     DATA_DIR,
     SideResult,
+    bench_parser,
     emit,
     machine,
     peak_rss_mib,
+    rows_and_reps,
     rss_mib,
-    run_side,
+    run_both,
     scaled_flights,
     summarize,
     time_reps,
@@ -85,8 +87,7 @@ def baseline(project: Path, rows: int, reps: int, warmup: int) -> SideResult:
             con.close()
 
     times, results = time_reps(run, reps, warmup=warmup)
-    return SideResult("baseline", rows, times, peak_rss_mib(), imported,
-                      _digest(results[-1]))
+    return SideResult("baseline", rows, times, peak_rss_mib(), imported, _digest(results[-1]))
 
 
 def lakeforge_side(project: Path, rows: int, reps: int, warmup: int) -> SideResult:
@@ -96,43 +97,37 @@ def lakeforge_side(project: Path, rows: int, reps: int, warmup: int) -> SideResu
     imported = rss_mib()
     with lakeforge.connect(project_dir=project) as ws:
         times, results = time_reps(lambda _: ws.sql(LAKEFORGE_SQL), reps, warmup=warmup)
-    return SideResult("lakeforge", rows, times, peak_rss_mib(), imported,
-                      _digest(results[-1]))
+    return SideResult("lakeforge", rows, times, peak_rss_mib(), imported, _digest(results[-1]))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="1M rows, 3 runs per side")
-    parser.add_argument("--rows", type=int, help="table rows (default 10,000,000; quick 1,000,000)")
-    parser.add_argument("--reps", type=int, help="runs per side, best kept (default 5; quick 3)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    parser = bench_parser(
+        __doc__, rows=10_000_000, quick_rows=1_000_000, reps=5, quick_reps=3, what="table"
+    )
     parser.add_argument("--rebuild", action="store_true", help="write the table again")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
-    parser.add_argument("--side", choices=["baseline", "lakeforge"], help=argparse.SUPPRESS)
     parser.add_argument("--project", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    rows = args.rows or (1_000_000 if args.quick else 10_000_000)
-    reps = args.reps or (3 if args.quick else 5)
+    rows, reps = rows_and_reps(args)
 
     if args.side:
         side = baseline if args.side == "baseline" else lakeforge_side
         emit(side(args.project, rows, reps, args.warmup))
         return
 
-    print(f"sql_aggregate benchmark: {rows:,} rows, best of {reps} after {args.warmup} "
-          f"warm-up; {machine()}")
+    print(
+        f"sql_aggregate benchmark: {rows:,} rows, best of {reps} after {args.warmup} "
+        f"warm-up; {machine()}"
+    )
     print(versions("pyarrow", "deltalake", "duckdb"))
     project = build(rows, args.rebuild)
     files = json.loads((project.parent / "files.json").read_text())
     size_mib = sum(Path(f).stat().st_size for f in files) / 2**20
     print(f"table: {len(files)} Parquet file(s), {size_mib:.0f} MiB, under {project}")
-    common = ["--rows", str(rows), "--reps", str(reps), "--warmup", str(args.warmup),
-              "--project", str(project)]
-    base = run_side(__file__, "baseline", common)
-    lf = run_side(__file__, "lakeforge", common)
+    base, lf = run_both(__file__, args, rows, reps, ["--project", str(project)])
     if base.extra != lf.extra or base.extra["count"] != rows:
-        raise SystemExit(f"results disagree: baseline {base.extra}, lakeforge {lf.extra} "
-                         f"(expected count {rows})")
+        raise SystemExit(
+            f"results disagree: baseline {base.extra}, lakeforge {lf.extra} (expected count {rows})"
+        )
     print(f"results agree: {base.extra['groups']} groups, count {base.extra['count']:,}")
     ok = summarize(f"SQL group-by aggregate, {rows:,} rows", base, lf)
     sys.exit(1 if args.strict and not ok else 0)
