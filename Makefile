@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ test: $(VENV)/.test-installed
 bench: $(VENV)/.test-installed
 	$(BIN)/python bench/ingest.py --quick
 	$(BIN)/python bench/sql_aggregate.py --quick
+
+lint: $(VENV)/.test-installed
+	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/mypy src
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache
