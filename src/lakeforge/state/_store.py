@@ -9,13 +9,16 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from lakeforge.errors import ConfigError
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
+# Our own version table, so the state store can share a database with other Alembic users
+# (Optuna's RDB storage keeps its schema version in ``alembic_version``).
+VERSION_TABLE = "lakeforge_alembic_version"
 _lock = threading.Lock()
 
 
@@ -61,7 +64,7 @@ class StateStore:
         with _lock:
             try:
                 with self.engine.begin() as conn:
-                    current = MigrationContext.configure(conn).get_current_revision()
+                    current = _context(conn).get_current_revision()
                     if current != head_revision():
                         config = _alembic_config()
                         config.attributes["connection"] = conn
@@ -78,10 +81,14 @@ class StateStore:
     def revision(self) -> str | None:
         """The schema revision the database is at."""
         with self.engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            return _context(conn).get_current_revision()
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _context(conn: Connection) -> MigrationContext:
+    return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
