@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,3 +67,35 @@ def pg_url() -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+def git_init(folder: Path) -> str:
+    """Make ``folder`` a git checkout with one commit; return the commit."""
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "init"]):
+        subprocess.run(["git", *args], cwd=folder, check=True, env=env)
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=folder, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def ml_project(tmp_path_factory: pytest.TempPathFactory, all_flights: pa.Table) -> Path:
+    """One project for the MLflow tests (store creation is slow): git-committed, with flights."""
+    folder = lakeforge.init_project("mlproj", tmp_path_factory.mktemp("ml"))
+    git_init(folder)
+    with lakeforge.connect("dev", project_dir=folder) as ws:
+        ws.tables.write("dev.silver.flights", all_flights.slice(0, 20_000))
+    return folder
+
+
+@pytest.fixture
+def ml_ws(ml_project: Path) -> Iterator[Workspace]:
+    with lakeforge.connect("dev", project_dir=ml_project) as workspace:
+        yield workspace

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager
 from functools import cached_property
 from typing import Any
 
@@ -11,7 +12,9 @@ import pyarrow as pa
 from lakeforge.lakehouse import Ingestor, IngestReport, Lakehouse, SqlSession
 from lakeforge.lakehouse._ingest import FileFormat, ProgressCallback
 from lakeforge.project import Project, Target
+from lakeforge.registry import Registry
 from lakeforge.state import StateStore
+from lakeforge.tracking import Tracker, TrainingRun
 
 
 class Workspace:
@@ -30,6 +33,26 @@ class Workspace:
     def state(self) -> StateStore:
         """The target's control-plane state store (migrated on first use)."""
         return StateStore(self.target.state_store_url)
+
+    @cached_property
+    def tracking(self) -> Tracker:
+        """Experiment tracking on the target's MLflow store."""
+        return Tracker(self.project, self.target, self.tables)
+
+    @cached_property
+    def models(self) -> Registry:
+        """The target's model registry, with promotion history."""
+        return Registry(self.project, self.target, self.state)
+
+    def start_run(
+        self, pipeline: str = "train", **options: Any
+    ) -> AbstractContextManager[TrainingRun]:
+        """An MLflow run with lineage; see :meth:`lakeforge.tracking.Tracker.start_run`."""
+        return self.tracking.start_run(pipeline, **options)
+
+    def log_model(self, model: Any, name: str, **options: Any) -> Any:
+        """Log and register a model on the active run; see :meth:`Tracker.log_model`."""
+        return self.tracking.log_model(model, name, **options)
 
     def sql(self, query: str, *, read_only: bool = True) -> pa.Table:
         """Run SQL over the lakehouse; see :mod:`lakeforge.lakehouse._sql` for the syntax."""

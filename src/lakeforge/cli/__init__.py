@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lakeforge.cli import _data, _tables
+from lakeforge.cli import _data, _models, _tables
 from lakeforge.cli._context import CliState, console, err_console, state
 from lakeforge.errors import LakeforgeError
 from lakeforge.project import init_project
@@ -19,6 +19,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(_tables.app, name="tables")
+app.add_typer(_models.app, name="models")
+app.add_typer(_models.mlflow_app, name="mlflow")
 app.command()(_data.sql)
 app.command()(_data.ingest)
 
@@ -76,10 +78,18 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="lakeforge")
     except LakeforgeError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc.message}", highlight=False)
-        if exc.hint:
-            err_console.print(f"[dim]hint: {exc.hint}[/dim]", highlight=False)
-        raise SystemExit(1) from None
+        _fail(exc.message, exc.hint)
+    except Exception as exc:
+        if type(exc).__name__ != "MlflowException":
+            raise
+        _fail(f"MLflow: {exc}", None)
+
+
+def _fail(message: str, hint: str | None) -> None:
+    err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    if hint:
+        err_console.print(f"[dim]hint: {hint}[/dim]", highlight=False)
+    raise SystemExit(1) from None
 
 
 __all__ = ["app", "main", "state"]

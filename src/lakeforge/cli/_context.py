@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,8 +12,10 @@ from rich.console import Console
 
 from lakeforge._workspace import Workspace, connect
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (scripts, CI logs) gets a wide page instead of Rich's 80-column default.
+_PIPE_WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160"))
+console = Console(width=_PIPE_WIDTH)
+err_console = Console(stderr=True, width=_PIPE_WIDTH)
 
 
 @dataclass

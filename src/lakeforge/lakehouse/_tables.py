@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import difflib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, overload
@@ -51,6 +51,7 @@ QUALITY_LOG = "quality_log"
 CDF_CONFIG = {"delta.enableChangeDataFeed": "true"}
 
 WriteMode = Literal["append", "overwrite"]
+ReadListener = Callable[[TableName, DeltaTable], None]
 Format = Literal["arrow", "pandas", "polars"]
 SchemaEvolution = Literal["merge", "overwrite"]
 
@@ -111,6 +112,12 @@ class Lakehouse:
     def __init__(self, project: Project, target: Target) -> None:
         self.project = project
         self.target = target
+        #: Called with every table snapshot read for data (lineage for training runs).
+        self.read_listeners: builtins.list[ReadListener] = []
+
+    def _notify_read(self, table: TableName, dt: DeltaTable) -> None:
+        for listener in self.read_listeners:
+            listener(table, dt)
 
     # -- names, locations and permissions ---------------------------------------------
 
@@ -194,7 +201,10 @@ class Lakehouse:
         and others without, and pyarrow's filter pushdown fails on a mix unless the
         dataset schema uses the view type.
         """
-        return _scan_dataset(self.delta(name, version=version, as_of=as_of))
+        table = self.name(name)
+        dt = self.delta(table, version=version, as_of=as_of)
+        self._notify_read(table, dt)
+        return _scan_dataset(dt)
 
     def parquet_snapshot(
         self,
@@ -220,6 +230,7 @@ class Lakehouse:
         files = [uri.removeprefix("file://") for uri in dt.file_uris()]
         if not files:
             return None
+        self._notify_read(table, dt)
         return files, pa.schema(dt.schema().to_arrow())
 
     def schema(self, name: str | TableName) -> pa.Schema:
@@ -401,6 +412,7 @@ class Lakehouse:
             raise SchemaMismatchError(
                 f"{table} has no column(s) {', '.join(missing)} (columns: {', '.join(names)})"
             )
+        self._notify_read(table, dt)
         if filter:
             result = query_dataset(
                 _scan_dataset(dt), columns=columns, where=filter, label=str(table)

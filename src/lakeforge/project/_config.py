@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lakeforge.errors import ConfigError
 
 PROJECT_FILE = "lakeforge.yaml"
-DEFAULT_TARGETS = ("dev", "staging", "prod")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -43,8 +42,16 @@ class TargetConfig(BaseModel):
         default=None, description="Catalog name; defaults to the target name."
     )
     mlflow_tracking_uri: str | None = None
+    mlflow_artifact_root: str | None = Field(
+        default=None,
+        description="Where new experiments keep artifacts; default <root>/mlartifacts.",
+    )
     state_store: str | None = Field(default=None, description="SQLAlchemy URL of the state store.")
     read_from: list[str] = Field(default_factory=list)
+    promote_from: list[str] = Field(
+        default_factory=list,
+        description="Targets whose model versions may be copied into this one (deploy-models).",
+    )
     storage_options: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("catalog")
@@ -61,7 +68,11 @@ class ProjectConfig(BaseModel):
     name: str
     default_target: str = "dev"
     targets: dict[str, TargetConfig] = Field(
-        default_factory=lambda: {name: TargetConfig() for name in DEFAULT_TARGETS}
+        default_factory=lambda: {
+            "dev": TargetConfig(read_from=["prod"]),
+            "staging": TargetConfig(promote_from=["dev"]),
+            "prod": TargetConfig(promote_from=["staging"]),
+        }
     )
 
     @field_validator("name")
@@ -88,12 +99,16 @@ class ProjectConfig(BaseModel):
             )
         catalogs: dict[str, str] = {}
         for name, target in self.targets.items():
-            for other in target.read_from:
-                if other not in self.targets:
-                    raise ValueError(
-                        f"targets.{name}.read_from: names unknown target {other!r} "
-                        f"(allowed: {', '.join(allowed)})"
-                    )
+            for field, others in (
+                ("read_from", target.read_from),
+                ("promote_from", target.promote_from),
+            ):
+                for other in others:
+                    if other not in self.targets:
+                        raise ValueError(
+                            f"targets.{name}.{field}: names unknown target {other!r} "
+                            f"(allowed: {', '.join(allowed)})"
+                        )
             catalog = target.catalog or name
             if catalog in catalogs:
                 raise ValueError(

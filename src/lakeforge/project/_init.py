@@ -18,8 +18,10 @@ targets:
     read_from: [prod]             # dev may read prod tables, never write them
   staging:
     root: .lakeforge/staging
+    promote_from: [dev]           # model versions may be copied dev -> staging
   prod:
     root: .lakeforge/prod
+    promote_from: [staging]
     # Teams point prod at shared services, e.g.:
     # state_store: postgresql+psycopg://user@db-host:5432/lakeforge
     # mlflow_tracking_uri: http://mlflow.internal:5000

@@ -25,8 +25,10 @@ class Target:
     catalog: str
     root: str
     mlflow_tracking_uri: str
+    mlflow_artifact_root: str
     state_store_url: str
     read_from: tuple[str, ...]
+    promote_from: tuple[str, ...] = ()
     storage_options: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -88,8 +90,11 @@ class Project:
             catalog=spec.catalog or name,
             root=root,
             mlflow_tracking_uri=spec.mlflow_tracking_uri or f"sqlite:///{state_home / 'mlflow.db'}",
+            mlflow_artifact_root=spec.mlflow_artifact_root
+            or (f"{root}/mlartifacts" if is_remote_uri(root) else f"file://{root}/mlartifacts"),
             state_store_url=spec.state_store or f"sqlite:///{state_home / 'state.db'}",
             read_from=tuple(spec.read_from),
+            promote_from=tuple(spec.promote_from),
             storage_options=dict(spec.storage_options),
         )
 

@@ -1,6 +1,6 @@
 """The control-plane state store (SQLAlchemy 2 + Alembic; SQLite or PostgreSQL)."""
 
-from lakeforge.state._schema import ingest_files, metadata
+from lakeforge.state._schema import alias_events, ingest_files, metadata
 from lakeforge.state._store import StateStore, head_revision
 
-__all__ = ["StateStore", "head_revision", "ingest_files", "metadata"]
+__all__ = ["StateStore", "alias_events", "head_revision", "ingest_files", "metadata"]

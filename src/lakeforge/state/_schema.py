@@ -6,6 +6,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Index,
     Integer,
     MetaData,
     String,
@@ -32,4 +33,18 @@ ingest_files = Table(
     Column("error", Text, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("table_name", "path", name="uq_ingest_files_table_path"),
+)
+
+alias_events = Table(
+    "alias_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(255), nullable=False),
+    Column("alias", String(64), nullable=False),
+    Column("from_version", Integer, nullable=True),
+    Column("to_version", Integer, nullable=True),
+    Column("actor", String(255), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_alias_events_model", "model", "id"),
 )

@@ -1,0 +1,357 @@
+"""The model registry of a target: versions, aliases with promotion history, lineage, copies.
+
+Aliases with a meaning of their own:
+
+- ``challenger``: the newest candidate, waiting for validation against the champion;
+- ``champion``: the version in production use (what serving and batch scoring load);
+- ``previous``: the champion before the current one, where ``rollback`` returns to.
+
+Moving ``champion`` moves the old champion to ``previous``. Every alias move is recorded
+in the state store (who, when, which alias, from and to which version, and why), which
+OSS MLflow does not do (mlflow#2169).
+"""
+
+from __future__ import annotations
+
+import builtins
+import difflib
+import json
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import insert, select
+
+from lakeforge._identity import current_user
+from lakeforge.errors import LakeforgeError, PermissionDeniedError
+from lakeforge.lakehouse import TableName
+from lakeforge.state import StateStore, alias_events
+from lakeforge.tracking._lineage import (
+    TAG_COPIED_FROM,
+    TAG_DATA,
+    TAG_RUN,
+)
+from lakeforge.tracking._mlflow import client_for, experiment_id, experiment_name, use_target
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+    from lakeforge.project import Project, Target
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS = "previous"
+_ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+_REF = re.compile(r"^(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[A-Za-z0-9_-]+))$")
+
+
+class ModelNotFoundError(LakeforgeError):
+    """A registered model, version or alias that does not exist."""
+
+
+@dataclass(frozen=True)
+class AliasEvent:
+    """One recorded alias move."""
+
+    model: str
+    alias: str
+    from_version: int | None
+    to_version: int | None
+    actor: str
+    reason: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a model version came from."""
+
+    model: str
+    version: int
+    run_id: str | None
+    commit: str | None
+    branch: str | None
+    dirty: bool | None
+    data_versions: dict[str, int]
+    metrics: dict[str, float]
+    copied_from: str | None
+    feature_tables: list[str]
+
+
+class Registry:
+    """The MLflow model registry of one target, plus promotion history in its state store."""
+
+    def __init__(self, project: Project, target: Target, state: StateStore) -> None:
+        self.project = project
+        self.target = target
+        self.state = state
+        self._client: MlflowClient | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = client_for(self.target)
+        return self._client
+
+    # -- names and lookups --------------------------------------------------------------
+
+    def model_name(self, name: str) -> str:
+        """A validated ``catalog.schema.model`` name (two parts get this target's catalog)."""
+        return str(TableName.parse(name, default_catalog=self.target.catalog))
+
+    def _model(self, name: str) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        model = self.model_name(name)
+        try:
+            return self.client.get_registered_model(model)
+        except MlflowException:
+            known = [m.name for m in self.client.search_registered_models()]
+            close = difflib.get_close_matches(model, known, n=3)
+            raise ModelNotFoundError(
+                f"model {model} is not registered in target {self.target.name!r}",
+                hint=f"did you mean {', '.join(close)}?" if close else "`lakeforge models list`",
+            ) from None
+
+    def version(self, name: str, version: int | str) -> ModelVersion:
+        """A version of a model; errors name the model and the versions that exist."""
+        from mlflow.exceptions import MlflowException
+
+        model = self._model(name).name
+        try:
+            return self.client.get_model_version(model, str(version))
+        except MlflowException:
+            existing = sorted(
+                int(v.version) for v in self.client.search_model_versions(f"name='{model}'")
+            )
+            raise ModelNotFoundError(
+                f"model {model} has no version {version} (versions: "
+                f"{', '.join(map(str, existing)) or 'none'})"
+            ) from None
+
+    def resolve(self, ref: str) -> ModelVersion:
+        """``name/3`` or ``name@champion`` to a model version."""
+        from mlflow.exceptions import MlflowException
+
+        match = _parse_ref(ref)
+        if match["version"]:
+            return self.version(match["name"], match["version"])
+        model = self._model(match["name"])
+        try:
+            return self.client.get_model_version_by_alias(model.name, match["alias"])
+        except MlflowException:
+            raise ModelNotFoundError(
+                f"model {model.name} has no alias {match['alias']!r} "
+                f"(aliases: {', '.join(sorted(model.aliases)) or 'none'})"
+            ) from None
+
+    # -- listing ------------------------------------------------------------------------
+
+    def list(self) -> builtins.list[Any]:
+        """Registered models of this target, by name."""
+        return sorted(self.client.search_registered_models(), key=lambda m: m.name)
+
+    def versions(self, name: str) -> builtins.list[ModelVersion]:
+        """Versions of a model, newest first."""
+        model = self._model(name).name
+        found = self.client.search_model_versions(f"name='{model}'")
+        return sorted(found, key=lambda v: int(v.version), reverse=True)
+
+    def aliases(self, name: str) -> dict[str, int]:
+        return {alias: int(v) for alias, v in self._model(name).aliases.items()}
+
+    def lineage(self, ref: str) -> Lineage:
+        """Run, commit and exact table versions behind a model version."""
+        version = self.resolve(ref)
+        tags = dict(version.tags)
+        run_tags: dict[str, str] = {}
+        metrics: dict[str, float] = {}
+        if version.run_id:
+            try:
+                run = self.client.get_run(version.run_id)
+                run_tags, metrics = dict(run.data.tags), dict(run.data.metrics)
+            except Exception:  # the run lives in another target's store (a copy)
+                pass
+        merged = {**run_tags, **tags}
+        dirty = merged.get("lakeforge.git.dirty")
+        return Lineage(
+            model=version.name,
+            version=int(version.version),
+            run_id=tags.get(TAG_RUN, version.run_id),
+            commit=merged.get("lakeforge.git.commit"),
+            branch=merged.get("lakeforge.git.branch"),
+            dirty=None if dirty is None else dirty == "true",
+            data_versions=json.loads(merged.get(TAG_DATA, "{}")),
+            metrics=metrics
+            or {
+                k.removeprefix("lakeforge.metric."): float(v)
+                for k, v in tags.items()
+                if k.startswith("lakeforge.metric.")
+            },
+            copied_from=tags.get(TAG_COPIED_FROM),
+            feature_tables=json.loads(merged.get("lakeforge.feature_tables", "[]")),
+        )
+
+    # -- aliases ------------------------------------------------------------------------
+
+    def set_alias(
+        self, name: str, alias: str, version: int | str, *, reason: str | None = None
+    ) -> builtins.list[AliasEvent]:
+        """Point ``alias`` at ``version``; moving ``champion`` moves the old one to ``previous``."""
+        if not _ALIAS.match(alias):
+            raise LakeforgeError(
+                f"alias {alias!r} is not valid: lowercase letters, digits, '_' and '-'"
+            )
+        target = self.version(name, version)
+        model = target.name
+        current = self.aliases(model)
+        events: builtins.list[AliasEvent] = []
+        old = current.get(alias)
+        if alias == CHAMPION and old is not None and old != int(target.version):
+            events.append(self._move(model, PREVIOUS, current.get(PREVIOUS), old, reason))
+        if old != int(target.version):
+            events.append(self._move(model, alias, old, int(target.version), reason))
+        return events
+
+    def remove_alias(self, name: str, alias: str, *, reason: str | None = None) -> AliasEvent:
+        model = self._model(name).name
+        old = self.aliases(model).get(alias)
+        if old is None:
+            raise ModelNotFoundError(f"model {model} has no alias {alias!r}")
+        return self._move(model, alias, old, None, reason)
+
+    def rollback(self, name: str, *, reason: str | None = None) -> builtins.list[AliasEvent]:
+        """Move ``champion`` back to ``previous`` (and ``previous`` to the demoted champion)."""
+        model = self._model(name).name
+        current = self.aliases(model)
+        if PREVIOUS not in current:
+            raise LakeforgeError(f"cannot roll back {model}: it has no {PREVIOUS!r} version")
+        why = reason or "rollback"
+        demoted = current.get(CHAMPION)
+        events = [self._move(model, CHAMPION, demoted, current[PREVIOUS], why)]
+        if demoted is not None:
+            events.append(self._move(model, PREVIOUS, current[PREVIOUS], demoted, why))
+        return events
+
+    def _move(
+        self, model: str, alias: str, old: int | None, new: int | None, reason: str | None
+    ) -> AliasEvent:
+        if new is None:
+            self.client.delete_registered_model_alias(model, alias)
+        else:
+            self.client.set_registered_model_alias(model, alias, str(new))
+        event = AliasEvent(model, alias, old, new, current_user(), reason, datetime.now(UTC))
+        with self.state.connect_engine().begin() as conn:
+            conn.execute(
+                insert(alias_events),
+                [
+                    {
+                        "model": model,
+                        "alias": alias,
+                        "from_version": old,
+                        "to_version": new,
+                        "actor": event.actor,
+                        "reason": reason,
+                        "at": event.at,
+                    }
+                ],
+            )
+        return event
+
+    def history(self, name: str) -> builtins.list[AliasEvent]:
+        """Every recorded alias move of a model, oldest first."""
+        model = self.model_name(name)
+        with self.state.connect_engine().connect() as conn:
+            rows = conn.execute(
+                select(alias_events)
+                .where(alias_events.c.model == model)
+                .order_by(alias_events.c.id)
+            )
+            return [
+                AliasEvent(
+                    r.model,
+                    r.alias,
+                    r.from_version,
+                    r.to_version,
+                    r.actor,
+                    r.reason,
+                    r.at if r.at.tzinfo else r.at.replace(tzinfo=UTC),
+                )
+                for r in rows
+            ]
+
+    # -- deploy-models: copy a version to another target ---------------------------------
+
+    def copy(self, ref: str, *, to: str, reason: str | None = None) -> ModelVersion:
+        """Copy a version (``dev.ml.m/3``) into target ``to``'s registry as a new version.
+
+        Artifacts, description and lineage tags travel with it; the copy records its
+        source in ``lakeforge.copied_from``. Allowed only where ``targets.<to>.promote_from``
+        lists the source target.
+        """
+        import mlflow
+
+        match = _parse_ref(ref)
+        source_name = TableName.parse(match["name"], default_catalog=self.target.catalog)
+        source_target = self.project.target_for_catalog(source_name.catalog)
+        if source_target is None:
+            raise ModelNotFoundError(f"{ref}: unknown catalog {source_name.catalog!r}")
+        dest_target = self.project.target(to)
+        if source_target.name not in dest_target.promote_from:
+            raise PermissionDeniedError(
+                f"target {dest_target.name!r} does not accept model copies from "
+                f"{source_target.name!r} (allowed: {', '.join(dest_target.promote_from) or 'none'})",
+                hint=f"add {source_target.name!r} to targets.{dest_target.name}.promote_from",
+            )
+        source = Registry(self.project, source_target, self.state)
+        suffix = f"/{match['version']}" if match["version"] else f"@{match['alias']}"
+        version = source.resolve(f"{source_name}{suffix}")
+        lineage = source.lineage(f"{version.name}/{version.version}")
+        dest_name = str(TableName(dest_target.catalog, source_name.schema, source_name.table))
+        with tempfile.TemporaryDirectory(prefix="lakeforge-copy-") as tmp:
+            with use_target(source_target):
+                local = mlflow.artifacts.download_artifacts(
+                    f"models:/{version.name}/{version.version}", dst_path=tmp
+                )
+            origin = f"{version.name}/{version.version}"
+            tags = {k: v for k, v in version.tags.items()}
+            tags |= {
+                TAG_COPIED_FROM: origin,
+                "lakeforge.copied_from_target": source_target.name,
+                "lakeforge.copied_from_run": str(version.run_id),
+            }
+            if lineage.commit:
+                tags.setdefault("lakeforge.git.commit", lineage.commit)
+            tags.setdefault(TAG_DATA, json.dumps(lineage.data_versions, sort_keys=True))
+            with use_target(dest_target) as client:
+                exp = experiment_id(
+                    client, dest_target, experiment_name(self.project.name, "model-copies")
+                )
+                run_tags = {k: v for k, v in tags.items() if k.startswith("lakeforge.")}
+                with mlflow.start_run(
+                    experiment_id=exp, run_name=f"copy of {origin}", tags=run_tags
+                ) as run:
+                    mlflow.log_artifacts(local, "model")
+                copied = mlflow.register_model(
+                    f"runs:/{run.info.run_id}/model", dest_name, tags=tags
+                )
+                description = (version.description or "").strip()
+                client.update_model_version(
+                    dest_name,
+                    copied.version,
+                    description=f"{description}\n\nCopied from {origin} (target "
+                    f"{source_target.name}){': ' + reason if reason else ''}".strip(),
+                )
+                return client.get_model_version(dest_name, copied.version)
+
+
+def _parse_ref(ref: str) -> re.Match[str]:
+    match = _REF.match(ref.strip())
+    if match is None:
+        raise LakeforgeError(
+            f"model reference {ref!r} is not NAME/VERSION or NAME@ALIAS (e.g. dev.ml.delay/3)"
+        )
+    return match

@@ -1,0 +1,137 @@
+"""One MLflow tracking store and registry per target.
+
+MLflow's fluent API (``mlflow.start_run``, autolog, ``log_model``) reads process-global
+URIs; :func:`use_target` points them at one target for the length of a block and puts
+the previous ones back, so one process can work with several targets (e.g. a copy
+from dev to staging).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lakeforge.errors import LakeforgeError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from lakeforge.project import Target
+
+_REACH_TIMEOUT_S = 3.0
+_checked: set[str] = set()
+
+
+class TrackingError(LakeforgeError):
+    """The target's MLflow store cannot be used (unreachable, misconfigured)."""
+
+
+def require_mlflow() -> None:
+    """Fail with the extra to install when MLflow is missing."""
+    try:
+        import mlflow  # noqa: F401
+    except ModuleNotFoundError:
+        raise LakeforgeError(
+            "experiment tracking needs MLflow", hint="pip install 'lakeforge[ml]'"
+        ) from None
+
+
+def check_reachable(uri: str) -> None:
+    """Fail within seconds, with a clear message, when a tracking URI does not answer."""
+    if uri in _checked:
+        return
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=_REACH_TIMEOUT_S):
+                pass
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingError(
+                f"cannot reach the MLflow tracking server at {uri}: {reason}",
+                hint="start the server or fix mlflow_tracking_uri in lakeforge.yaml",
+            ) from None
+    elif scheme in ("postgresql", "mysql", "mssql"):
+        import sqlalchemy as sa
+
+        connect_args = {"connect_timeout": int(_REACH_TIMEOUT_S)}
+        engine = sa.create_engine(uri, connect_args=connect_args)
+        try:
+            with engine.connect():
+                pass
+        except sa.exc.SQLAlchemyError as exc:
+            reason = getattr(exc, "orig", exc)
+            raise TrackingError(
+                f"cannot reach the MLflow backend store {engine.url!r}: {reason}"
+            ) from None
+        finally:
+            engine.dispose()
+    elif scheme == "sqlite":
+        database = uri.split(":///", 1)[-1]
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+    _checked.add(uri)
+
+
+def client_for(target: Target) -> MlflowClient:
+    """An MLflow client on the target's tracking store and registry (checked reachable)."""
+    require_mlflow()
+    from mlflow import MlflowClient
+
+    check_reachable(target.mlflow_tracking_uri)
+    return MlflowClient(target.mlflow_tracking_uri, target.mlflow_tracking_uri)
+
+
+@contextmanager
+def use_target(target: Target) -> Iterator[MlflowClient]:
+    """Point MLflow's global tracking and registry URIs at ``target`` inside the block."""
+    import mlflow
+
+    client = client_for(target)
+    previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(target.mlflow_tracking_uri)
+    mlflow.set_registry_uri(target.mlflow_tracking_uri)
+    try:
+        yield client
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env
+
+
+def _uses_server(uri: str) -> bool:
+    return uri.split(":", 1)[0].lower() in ("http", "https", "databricks")
+
+
+def experiment_id(client: MlflowClient, target: Target, name: str) -> str:
+    """The id of experiment ``name``, created with an artifact location under the target."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    location = None
+    if not _uses_server(target.mlflow_tracking_uri):
+        location = (
+            f"{target.mlflow_artifact_root.rstrip('/')}/{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}"
+        )
+    try:
+        return str(client.create_experiment(name, artifact_location=location))
+    except Exception:  # created concurrently by another process
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return str(found.experiment_id)
+
+
+def experiment_name(project: str, pipeline: str) -> str:
+    """Experiments are named per project and pipeline: ``<project>/<pipeline>``."""
+    return f"{project}/{pipeline}"
