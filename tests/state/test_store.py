@@ -57,3 +57,16 @@ def test_unreachable_postgres_says_so() -> None:
     store = StateStore("postgresql+psycopg://postgres@127.0.0.1:1/nowhere?connect_timeout=2")
     with pytest.raises(ConfigError, match="cannot reach the state store"):
         store.migrate()
+
+
+def test_migrations_create_exactly_the_declared_schema(tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from lakeforge.state import metadata
+
+    store = StateStore(f"sqlite:///{tmp_path}/s.db")
+    with store.connect_engine().connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert [d for d in diff if "lakeforge_alembic_version" not in str(d)] == []
+    store.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -75,6 +76,7 @@ def demo(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: errors Lakeforge expects print as one message, without a traceback."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # keep MLflow's chatter off the CLI
     try:
         app(args=argv, prog_name="lakeforge")
     except LakeforgeError as exc:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import builtins
 import difflib
 import json
+import os
 import re
 import tempfile
 from dataclasses import dataclass
@@ -311,6 +312,7 @@ class Registry:
         version = source.resolve(f"{source_name}{suffix}")
         lineage = source.lineage(f"{version.name}/{version.version}")
         dest_name = str(TableName(dest_target.catalog, source_name.schema, source_name.table))
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         with tempfile.TemporaryDirectory(prefix="lakeforge-copy-") as tmp:
             with use_target(source_target):
                 local = mlflow.artifacts.download_artifacts(

@@ -56,6 +56,18 @@ class TrainingRun:
         """``{table: version}`` for every table read so far."""
         return {str(table): version for table, version in self.reads}
 
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Log metrics on this run."""
+        import mlflow
+
+        mlflow.log_metrics(metrics, step=step)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Log parameters on this run."""
+        import mlflow
+
+        mlflow.log_params(params)
+
     def record_read(self, table: TableName, dt: DeltaTable) -> None:
         """Log a table snapshot as an MLflow dataset input, once per version."""
         import mlflow
@@ -150,13 +162,15 @@ class Tracker:
         description: str | None = None,
         tags: dict[str, str] | None = None,
         pip_requirements: list[str] | None = None,
+        **flavor_options: Any,
     ) -> Any:
         """Log ``model`` on the active run and register it as a new version of ``name``.
 
         ``name`` is ``catalog.schema.model`` in this target's catalog. The signature is
         inferred from ``input_example`` when not given; a model with neither is refused.
         The version gets a description and tags: git commit, data versions, run metrics.
-        Returns the MLflow ``ModelVersion``.
+        ``flavor_options`` go to the MLflow flavor's ``log_model`` (e.g. scikit-learn's
+        ``skops_trusted_types``). Returns the MLflow ``ModelVersion``.
         """
         import mlflow
 
@@ -183,6 +197,7 @@ class Tracker:
             input_example=input_example,
             registered_model_name=str(model_name),
             pip_requirements=requirements,
+            **flavor_options,
         )
         version = str(info.registered_model_version)
         client = training.client
