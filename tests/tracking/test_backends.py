@@ -113,3 +113,46 @@ def test_remote_tracking_server_and_copy_to_a_separate_store(
         copied.name == "staging.ml.remote"
         and copied.tags["lakeforge.copied_from"] == "dev.ml.remote/1"
     )
+
+
+@pytest.mark.slow
+def test_mlflow_ui_serves_the_targets_store(ml_project: Path) -> None:
+    with (
+        lakeforge.connect("dev", project_dir=ml_project) as ws,
+        ws.start_run("ui-check", autolog=False),
+    ):
+        pass
+    port = free_port()
+    ui = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lakeforge",
+            "--project-dir",
+            str(ml_project),
+            "-t",
+            "dev",
+            "mlflow",
+            "ui",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=50"
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    body = response.read().decode()
+                break
+            except OSError:
+                if ui.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("lakeforge mlflow ui did not start")
+                time.sleep(0.5)
+        assert "mlproj/ui-check" in body  # the experiments of dev's own store
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)
