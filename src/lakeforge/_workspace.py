@@ -14,7 +14,7 @@ from lakeforge.lakehouse._ingest import FileFormat, ProgressCallback
 from lakeforge.project import Project, Target
 from lakeforge.registry import Registry
 from lakeforge.state import StateStore
-from lakeforge.tracking import Tracker, TrainingRun
+from lakeforge.tracking import Tracker, TrainingRun, TuningResult, evaluate, tune
 
 
 class Workspace:
@@ -53,6 +53,14 @@ class Workspace:
     def log_model(self, model: Any, name: str, **options: Any) -> Any:
         """Log and register a model on the active run; see :meth:`Tracker.log_model`."""
         return self.tracking.log_model(model, name, **options)
+
+    def tune(self, objective: Any, space: Any, **options: Any) -> TuningResult:
+        """Tune with Optuna, each trial a nested run; see :func:`lakeforge.tracking.tune`."""
+        return tune(self.tracking, objective, space, **options)
+
+    def evaluate(self, model: Any, data: Any, **options: Any) -> dict[str, float]:
+        """Evaluate on held-out data with MLflow; see :func:`lakeforge.tracking.evaluate`."""
+        return evaluate(self.tracking, model, data, **options)
 
     def sql(self, query: str, *, read_only: bool = True) -> pa.Table:
         """Run SQL over the lakehouse; see :mod:`lakeforge.lakehouse._sql` for the syntax."""

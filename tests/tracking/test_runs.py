@@ -159,3 +159,15 @@ def test_unreachable_backend_store_fails_fast() -> None:
     with pytest.raises(TrackingError, match="cannot reach the MLflow backend store"):
         check_reachable("postgresql+psycopg://postgres@127.0.0.1:1/nowhere")
     assert time.monotonic() - started < 10
+
+
+def test_reads_in_a_nested_run_are_recorded_on_that_run_only(ml_ws: Workspace) -> None:
+    with ml_ws.start_run("train", autolog=False) as parent:
+        with ml_ws.start_run("train", autolog=False, nested=True) as child:
+            ml_ws.sql("SELECT count(*) FROM dev.silver.flights")
+        assert child.data_versions == {"dev.silver.flights": 0}
+        assert parent.data_versions == {"dev.silver.flights": 0}  # the parent read it too
+    child_run = child.client.get_run(child.run_id)
+    assert child_run.data.tags["mlflow.parentRunId"] == parent.run_id
+    assert len(child_run.inputs.dataset_inputs) == 1
+    assert len(parent.client.get_run(parent.run_id).inputs.dataset_inputs) == 1

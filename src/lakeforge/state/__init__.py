@@ -1,6 +1,22 @@
 """The control-plane state store (SQLAlchemy 2 + Alembic; SQLite or PostgreSQL)."""
 
-from lakeforge.state._schema import alias_events, ingest_files, metadata
+from lakeforge.state._schema import (
+    alias_events,
+    event_cursors,
+    events,
+    ingest_files,
+    metadata,
+    webhook_deliveries,
+)
 from lakeforge.state._store import StateStore, head_revision
 
-__all__ = ["StateStore", "alias_events", "head_revision", "ingest_files", "metadata"]
+__all__ = [
+    "StateStore",
+    "alias_events",
+    "event_cursors",
+    "events",
+    "head_revision",
+    "ingest_files",
+    "metadata",
+    "webhook_deliveries",
+]

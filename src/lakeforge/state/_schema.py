@@ -48,3 +48,46 @@ alias_events = Table(
     Column("at", DateTime(timezone=True), nullable=False),
     Index("ix_alias_events_model", "model", "id"),
 )
+
+# The transactional outbox (``lakeforge.events``): events commit with the state change they
+# describe; consumers (webhooks, internal triggers) read them in id order behind a cursor.
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("type", String(64), nullable=False),
+    Column("subject", String(255), nullable=False),
+    Column("payload", Text, nullable=False),  # JSON object
+    Column("actor", String(255), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_events_type", "type", "id"),
+    Index("ix_events_subject", "subject", "id"),
+    sqlite_autoincrement=True,  # ids never reused, so a cursor never skips an event
+)
+
+event_cursors = Table(
+    "event_cursors",
+    metadata,
+    Column("consumer", String(255), primary_key=True),
+    Column("last_event_id", Integer, nullable=False),
+    Column("attempts", Integer, nullable=False),  # consecutive failures on the next event
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("lease_owner", String(64), nullable=True),  # the process consuming right now
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("webhook", String(255), nullable=False),
+    Column("event_id", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("duration_ms", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_webhook_deliveries_webhook", "webhook", "event_id"),
+)

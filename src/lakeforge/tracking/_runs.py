@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,10 @@ class SignatureError(LakeforgeError):
     """A model logged without a signature and without an input example to infer it from."""
 
 
+class ModelLoggingError(LakeforgeError):
+    """A model that MLflow refuses to log as given (e.g. types its safe format distrusts)."""
+
+
 @dataclass
 class TrainingRun:
     """The active MLflow run of a training pipeline and the table versions it has read."""
@@ -70,7 +75,8 @@ class TrainingRun:
 
     def record_read(self, table: TableName, dt: DeltaTable) -> None:
         """Log a table snapshot as an MLflow dataset input, once per version."""
-        import mlflow
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
         read = TableRead(
             table, dt.version(), dt.table_uri, _arrow_schema(dt), str(dt.metadata().id)
@@ -79,8 +85,11 @@ class TrainingRun:
         if key in self.reads:
             return
         self.reads[key] = read
-        mlflow.log_input(mlflow_dataset(read), context="training")
-        mlflow.set_tag(TAG_DATA, json.dumps(self.data_versions, sort_keys=True))
+        # Through the client and this run's id: a nested run may be the active one.
+        context = InputTag(key=MLFLOW_DATASET_CONTEXT, value="training")
+        entity = mlflow_dataset(read)._to_mlflow_entity()
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(entity, tags=[context])])
+        self.client.set_tag(self.run_id, TAG_DATA, json.dumps(self.data_versions, sort_keys=True))
 
 
 def _arrow_schema(dt: DeltaTable) -> Any:
@@ -190,15 +199,16 @@ class Tracker:
                 )
             signature = mlflow.models.infer_signature(input_example, _predict(model, input_example))
         requirements = pip_requirements or _default_requirements(flavor)
-        info = flavor.log_model(
-            **{model_arg: model},
-            name="model",
-            signature=signature,
-            input_example=input_example,
-            registered_model_name=str(model_name),
-            pip_requirements=requirements,
-            **flavor_options,
-        )
+        with model_logging_errors(model):
+            info = flavor.log_model(
+                **{model_arg: model},
+                name="model",
+                signature=signature,
+                input_example=input_example,
+                registered_model_name=str(model_name),
+                pip_requirements=requirements,
+                **flavor_options,
+            )
         version = str(info.registered_model_version)
         client = training.client
         run = client.get_run(training.run_id)
@@ -275,3 +285,43 @@ def _default_requirements(flavor: Any) -> list[str] | None:
     """The flavor's pinned requirements; skips MLflow's slow import-tracing inference."""
     getter = getattr(flavor, "get_default_pip_requirements", None)
     return list(getter()) if getter is not None else None
+
+
+def log_unregistered(
+    model: Any, name: str, *, input_example: Any, options: Mapping[str, Any]
+) -> Any:
+    """Log ``model`` on the active run with its MLflow flavor, unregistered; its ``ModelInfo``."""
+    import mlflow
+
+    flavor, model_arg = _flavor(model)
+    signature = None
+    if input_example is not None:
+        signature = mlflow.models.infer_signature(input_example, _predict(model, input_example))
+    with model_logging_errors(model):
+        return flavor.log_model(
+            **{model_arg: model},
+            name=name,
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=_default_requirements(flavor),
+            **options,
+        )
+
+
+@contextmanager
+def model_logging_errors(model: Any) -> Iterator[None]:
+    """Turn skops' refusal of a model's types into an error that says what to pass."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        found = re.search(r"Untrusted types found in the file: (\[.*?\])", str(exc))
+        if found is None:
+            raise
+        raise ModelLoggingError(
+            f"MLflow's safe (skops) format refuses the {type(model).__name__} model: it "
+            f"holds types not trusted by default: {found.group(1)}",
+            hint=f"once you have checked them, pass skops_trusted_types={found.group(1)} "
+            "(model_options={'skops_trusted_types': [...]} for tune and evaluate)",
+        ) from None
