@@ -5,16 +5,20 @@ from __future__ import annotations
 import os
 from contextlib import AbstractContextManager
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from lakeforge.events import Outbox
 from lakeforge.lakehouse import Ingestor, IngestReport, Lakehouse, SqlSession
 from lakeforge.lakehouse._ingest import FileFormat, ProgressCallback
 from lakeforge.project import Project, Target
 from lakeforge.registry import Registry
 from lakeforge.state import StateStore
 from lakeforge.tracking import Tracker, TrainingRun, TuningResult, evaluate, tune
+
+if TYPE_CHECKING:
+    from lakeforge.deployment import Approvals, Deployment, ValidationReport
 
 
 class Workspace:
@@ -37,12 +41,36 @@ class Workspace:
     @cached_property
     def tracking(self) -> Tracker:
         """Experiment tracking on the target's MLflow store."""
-        return Tracker(self.project, self.target, self.tables)
+        return Tracker(self.project, self.target, self.tables, self.state)
 
     @cached_property
     def models(self) -> Registry:
         """The target's model registry, with promotion history."""
         return Registry(self.project, self.target, self.state)
+
+    @cached_property
+    def events(self) -> Outbox:
+        """The target's durable event outbox."""
+        return Outbox(self.state)
+
+    @cached_property
+    def approvals(self) -> Approvals:
+        """Transition requests and decisions of this target."""
+        from lakeforge.deployment import Approvals
+
+        return Approvals(self.project, self.target, self.state, self.models)
+
+    def validate(self, name: str, version: int | str, **options: Any) -> ValidationReport:
+        """Validate a version against the target's policy; see :func:`lakeforge.deployment.validate`."""
+        from lakeforge.deployment import validate
+
+        return validate(self, name, version, **options)
+
+    def deploy(self, name: str, version: int | str, **options: Any) -> Deployment:
+        """validate -> request -> (auto-)approve -> champion; see :func:`lakeforge.deployment.deploy`."""
+        from lakeforge.deployment import deploy
+
+        return deploy(self, name, version, **options)
 
     def start_run(
         self, pipeline: str = "train", **options: Any

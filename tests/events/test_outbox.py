@@ -191,7 +191,7 @@ def test_consume_filters_types_and_caps_a_pass(outbox: Outbox) -> None:
 
 def test_a_dead_consumers_lease_expires(ws: Workspace, outbox: Outbox, clock: Clock) -> None:
     outbox.emit(JOB_FINISHED, "j", {})
-    seen: list[int] = []
+    seen: list[Event] = []
     outbox.consume("c", seen.append, max_events=0)  # creates the cursor
     with ws.state.connect_engine().begin() as conn:  # as a process killed mid-pass leaves it
         conn.execute(

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from lakeforge.cli import _data, _models, _tables
+from lakeforge.cli import _approvals, _data, _events, _models, _tables
 from lakeforge.cli._context import CliState, console, err_console, state
 from lakeforge.errors import LakeforgeError
 from lakeforge.project import init_project
@@ -22,6 +22,8 @@ app = typer.Typer(
 app.add_typer(_tables.app, name="tables")
 app.add_typer(_models.app, name="models")
 app.add_typer(_models.mlflow_app, name="mlflow")
+app.add_typer(_approvals.app, name="approvals")
+app.add_typer(_events.app, name="events")
 app.command()(_data.sql)
 app.command()(_data.ingest)
 

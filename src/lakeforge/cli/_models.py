@@ -118,17 +118,26 @@ def rollback(ctx: typer.Context, name: NameArg, reason: Reason = None) -> None:
 
 @app.command()
 def history(ctx: typer.Context, name: NameArg) -> None:
-    """Every alias move of a model: who, when, from, to and why."""
-    table = Table("when", "alias", "from", "to", "who", "why", header_style="bold cyan")
-    for event in workspace(ctx).models.history(name):
-        table.add_row(
-            event.at.isoformat(timespec="seconds"),
-            event.alias,
-            "" if event.from_version is None else f"v{event.from_version}",
-            "removed" if event.to_version is None else f"v{event.to_version}",
-            event.actor,
-            event.reason or "",
+    """Every alias move and approval decision of a model: who, when, what and why."""
+    ws = workspace(ctx)
+    rows = [
+        (
+            e.at,
+            e.alias,
+            f"{'none' if e.from_version is None else f'v{e.from_version}'} -> "
+            f"{'removed' if e.to_version is None else f'v{e.to_version}'}",
+            e.actor,
+            e.reason or "",
         )
+        for e in ws.models.history(name)
+    ]
+    rows += [
+        (a.at, f"{a.action} #{a.request_id}", f"v{a.version} {a.outcome}", a.actor, a.detail or "")
+        for a in ws.approvals.audit(name)
+    ]
+    table = Table("when", "what", "change", "who", "why", header_style="bold cyan")
+    for at, what, change, who, why in sorted(rows, key=lambda row: row[0]):
+        table.add_row(at.isoformat(timespec="seconds"), what, change, who, why)
     console.print(table)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import threading
 import time
@@ -160,7 +161,7 @@ def send(webhook: WebhookConfig, event: Event) -> Attempt:
             error = f"cannot connect: {exc.reason}"
     except TimeoutError:
         error = f"no answer within {webhook.timeout_s:g} s"
-    except OSError as exc:  # reset connections, bad status lines, ...
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # resets, bad answers
         error = f"{type(exc).__name__}: {exc}"
     duration_ms = round((time.perf_counter() - started) * 1000)
     return Attempt(status, None if error is None else error[:_ERROR_CHARS], duration_ms)
@@ -205,6 +206,12 @@ def deliver_webhooks(outbox: Outbox, webhooks: Sequence[WebhookConfig]) -> Deliv
 
     A webhook that fails stops at that event until its backoff ends; the others go on.
     """
+    names = [webhook.name for webhook in webhooks]
+    if len(set(names)) != len(names):
+        twice = sorted({name for name in names if names.count(name) > 1})
+        raise LakeforgeError(
+            f"webhook names must be unique (each has its own cursor): {', '.join(twice)}"
+        )
     report = DeliveryReport()
     for webhook in webhooks:
         failures: list[str] = []

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lakeforge.errors import ConfigError
+from lakeforge.events._config import WebhookConfig
+from lakeforge.project._policy import DeploymentPolicy
 
 PROJECT_FILE = "lakeforge.yaml"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -53,6 +55,7 @@ class TargetConfig(BaseModel):
         description="Targets whose model versions may be copied into this one (deploy-models).",
     )
     storage_options: dict[str, str] = Field(default_factory=dict)
+    deployment: DeploymentPolicy = Field(default_factory=DeploymentPolicy)
 
     @field_validator("catalog")
     @classmethod
@@ -74,6 +77,10 @@ class ProjectConfig(BaseModel):
             "prod": TargetConfig(promote_from=["staging"]),
         }
     )
+    groups: dict[str, list[str]] = Field(
+        default_factory=dict, description="Named groups of users, for approvers: group:NAME."
+    )
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -109,6 +116,13 @@ class ProjectConfig(BaseModel):
                             f"targets.{name}.{field}: names unknown target {other!r} "
                             f"(allowed: {', '.join(allowed)})"
                         )
+            for approver in target.deployment.approvers:
+                group = approver.removeprefix("group:")
+                if approver.startswith("group:") and group not in self.groups:
+                    raise ValueError(
+                        f"targets.{name}.deployment.approvers: unknown group {group!r} "
+                        f"(groups: {', '.join(self.groups) or 'none declared'})"
+                    )
             catalog = target.catalog or name
             if catalog in catalogs:
                 raise ValueError(
@@ -146,11 +160,36 @@ def _format_validation_error(path: Path, error: ValidationError) -> str:
             lines.append(f"  field {msg}")
             continue
         if item["type"] == "extra_forbidden":
-            msg = "unknown field"
+            allowed = _allowed_fields(item["loc"][:-1])
+            msg = "unknown field" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
         bad = item.get("input")
         shown = "" if isinstance(bad, dict) or item["type"] == "missing" else f" (got {bad!r})"
         lines.append(f"  field {loc}: {msg}{shown}")
     return "\n".join(lines)
+
+
+def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the model found at ``loc`` in the project file."""
+    model: type[BaseModel] = ProjectConfig
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            continue  # a dict key or list index: stay on the value type
+        nested = _model_in(field.annotation)
+        if nested is not None:
+            model = nested
+    return list(model.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as ``dict[str, Model]`` or ``Model | None``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def parse_config(path: Path, text: str) -> ProjectConfig:

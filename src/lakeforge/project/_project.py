@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lakeforge.errors import UnknownTargetError
 from lakeforge.project._config import ProjectConfig, find_project_file, parse_config
+from lakeforge.project._policy import DeploymentPolicy
 
 TARGET_ENV = "LAKEFORGE_TARGET"
 
@@ -30,6 +31,7 @@ class Target:
     read_from: tuple[str, ...]
     promote_from: tuple[str, ...] = ()
     storage_options: dict[str, str] = field(default_factory=dict)
+    deployment: DeploymentPolicy = field(default_factory=DeploymentPolicy)
 
     @property
     def is_local(self) -> bool:
@@ -96,6 +98,7 @@ class Project:
             read_from=tuple(spec.read_from),
             promote_from=tuple(spec.promote_from),
             storage_options=dict(spec.storage_options),
+            deployment=spec.deployment,
         )
 
     def target_for_catalog(self, catalog: str) -> Target | None:

@@ -16,17 +16,17 @@ from __future__ import annotations
 import builtins
 import difflib
 import json
-import os
 import re
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
 
 from lakeforge._identity import current_user
 from lakeforge.errors import LakeforgeError, PermissionDeniedError
+from lakeforge.events import ALIAS_MOVED, MODEL_VERSION_CREATED, Outbox
 from lakeforge.lakehouse import TableName
 from lakeforge.state import StateStore, alias_events
 from lakeforge.tracking._lineage import (
@@ -199,7 +199,13 @@ class Registry:
     # -- aliases ------------------------------------------------------------------------
 
     def set_alias(
-        self, name: str, alias: str, version: int | str, *, reason: str | None = None
+        self,
+        name: str,
+        alias: str,
+        version: int | str,
+        *,
+        reason: str | None = None,
+        conn: Connection | None = None,
     ) -> builtins.list[AliasEvent]:
         """Point ``alias`` at ``version``; moving ``champion`` moves the old one to ``previous``."""
         if not _ALIAS.match(alias):
@@ -212,9 +218,11 @@ class Registry:
         events: builtins.list[AliasEvent] = []
         old = current.get(alias)
         if alias == CHAMPION and old is not None and old != int(target.version):
-            events.append(self._move(model, PREVIOUS, current.get(PREVIOUS), old, reason))
+            events.append(
+                self._move(model, PREVIOUS, current.get(PREVIOUS), old, reason, conn=conn)
+            )
         if old != int(target.version):
-            events.append(self._move(model, alias, old, int(target.version), reason))
+            events.append(self._move(model, alias, old, int(target.version), reason, conn=conn))
         return events
 
     def remove_alias(self, name: str, alias: str, *, reason: str | None = None) -> AliasEvent:
@@ -238,29 +246,44 @@ class Registry:
         return events
 
     def _move(
-        self, model: str, alias: str, old: int | None, new: int | None, reason: str | None
+        self,
+        model: str,
+        alias: str,
+        old: int | None,
+        new: int | None,
+        reason: str | None,
+        *,
+        conn: Connection | None = None,
     ) -> AliasEvent:
+        """Move an alias in MLflow; record it and its ``alias.moved`` event in one transaction.
+
+        With ``conn`` the record joins the caller's transaction (an approval decision).
+        """
         if new is None:
             self.client.delete_registered_model_alias(model, alias)
         else:
             self.client.set_registered_model_alias(model, alias, str(new))
         event = AliasEvent(model, alias, old, new, current_user(), reason, datetime.now(UTC))
-        with self.state.connect_engine().begin() as conn:
-            conn.execute(
-                insert(alias_events),
-                [
-                    {
-                        "model": model,
-                        "alias": alias,
-                        "from_version": old,
-                        "to_version": new,
-                        "actor": event.actor,
-                        "reason": reason,
-                        "at": event.at,
-                    }
-                ],
-            )
+        if conn is None:
+            with self.state.connect_engine().begin() as own:
+                self._record_move(own, event)
+        else:
+            self._record_move(conn, event)
         return event
+
+    def _record_move(self, conn: Connection, event: AliasEvent) -> None:
+        row = {
+            "model": event.model,
+            "alias": event.alias,
+            "from_version": event.from_version,
+            "to_version": event.to_version,
+            "actor": event.actor,
+            "reason": event.reason,
+            "at": event.at,
+        }
+        conn.execute(insert(alias_events), [row])
+        payload = {k: v for k, v in row.items() if k not in ("model", "actor", "at")}
+        Outbox(self.state).emit(ALIAS_MOVED, event.model, payload, actor=event.actor, conn=conn)
 
     def history(self, name: str) -> builtins.list[AliasEvent]:
         """Every recorded alias move of a model, oldest first."""
@@ -312,7 +335,6 @@ class Registry:
         version = source.resolve(f"{source_name}{suffix}")
         lineage = source.lineage(f"{version.name}/{version.version}")
         dest_name = str(TableName(dest_target.catalog, source_name.schema, source_name.table))
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         with tempfile.TemporaryDirectory(prefix="lakeforge-copy-") as tmp:
             with use_target(source_target):
                 local = mlflow.artifacts.download_artifacts(
@@ -347,7 +369,17 @@ class Registry:
                     description=f"{description}\n\nCopied from {origin} (target "
                     f"{source_target.name}){': ' + reason if reason else ''}".strip(),
                 )
-                return client.get_model_version(dest_name, copied.version)
+                result = client.get_model_version(dest_name, copied.version)
+        dest_state = StateStore(dest_target.state_store_url)
+        try:
+            Outbox(dest_state).emit(
+                MODEL_VERSION_CREATED,
+                dest_name,
+                {"version": int(result.version), "run_id": result.run_id, "copied_from": origin},
+            )
+        finally:
+            dest_state.dispose()
+        return result
 
 
 def _parse_ref(ref: str) -> re.Match[str]:

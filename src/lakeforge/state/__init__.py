@@ -2,6 +2,8 @@
 
 from lakeforge.state._schema import (
     alias_events,
+    approval_requests,
+    audit_log,
     event_cursors,
     events,
     ingest_files,
@@ -13,6 +15,8 @@ from lakeforge.state._store import StateStore, head_revision
 __all__ = [
     "StateStore",
     "alias_events",
+    "approval_requests",
+    "audit_log",
     "event_cursors",
     "events",
     "head_revision",

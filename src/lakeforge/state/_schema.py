@@ -91,3 +91,35 @@ webhook_deliveries = Table(
     Column("at", DateTime(timezone=True), nullable=False),
     Index("ix_webhook_deliveries_webhook", "webhook", "event_id"),
 )
+
+approval_requests = Table(
+    "approval_requests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(255), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("target", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | approved | rejected
+    Column("requested_by", String(255), nullable=False),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("validation", Text, nullable=True),  # JSON summary of the validation report
+    Column("decided_by", String(255), nullable=True),
+    Column("decided_at", DateTime(timezone=True), nullable=True),
+    Column("comment", Text, nullable=True),
+    Index("ix_approval_requests_model", "model", "version"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("outcome", String(16), nullable=False),  # done | refused
+    Column("model", String(255), nullable=True),
+    Column("version", Integer, nullable=True),
+    Column("request_id", Integer, nullable=True),
+    Column("detail", Text, nullable=True),
+    Index("ix_audit_log_model", "model", "id"),
+)

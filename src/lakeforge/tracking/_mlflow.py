@@ -82,6 +82,8 @@ def check_reachable(uri: str) -> None:
 def client_for(target: Target) -> MlflowClient:
     """An MLflow client on the target's tracking store and registry (checked reachable)."""
     require_mlflow()
+    # Per-file progress bars on stderr are noise for the short downloads Lakeforge makes.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow import MlflowClient
 
     check_reachable(target.mlflow_tracking_uri)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lakeforge.errors import LakeforgeError
+from lakeforge.events import MODEL_VERSION_CREATED, Outbox
 from lakeforge.lakehouse import TableName
 from lakeforge.tracking._lineage import (
     TAG_DATA,
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
     from lakeforge.lakehouse import Lakehouse
     from lakeforge.project import Project, Target
+    from lakeforge.state import StateStore
 
 AUTOLOG_FLAVORS = ("sklearn", "lightgbm", "xgboost")
 KEY_METRICS_TAG_PREFIX = "lakeforge.metric."
@@ -101,10 +103,17 @@ def _arrow_schema(dt: DeltaTable) -> Any:
 class Tracker:
     """Experiment tracking for one target: runs, lineage, autolog and model logging."""
 
-    def __init__(self, project: Project, target: Target, lakehouse: Lakehouse) -> None:
+    def __init__(
+        self,
+        project: Project,
+        target: Target,
+        lakehouse: Lakehouse,
+        state: StateStore | None = None,
+    ) -> None:
         self.project = project
         self.target = target
         self.lakehouse = lakehouse
+        self.state = state  # where ``model_version.created`` events go
         self._active: list[TrainingRun] = []
 
     @property
@@ -229,6 +238,16 @@ class Tracker:
             or f"Trained by run {training.run_id} at commit {commit[:12]} on "
             + (", ".join(f"{t}@v{v}" for t, v in training.data_versions.items()) or "no tables"),
         )
+        if self.state is not None:
+            Outbox(self.state).emit(
+                MODEL_VERSION_CREATED,
+                str(model_name),
+                {
+                    "version": int(version),
+                    "run_id": training.run_id,
+                    "data_versions": training.data_versions,
+                },
+            )
         return client.get_model_version(str(model_name), version)
 
     def model_name(self, name: str) -> TableName:

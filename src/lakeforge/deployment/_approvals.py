@@ -1,0 +1,330 @@
+"""The approval gate: transition requests, decisions by allowed approvers, and their audit.
+
+A decision is one conditional UPDATE (``WHERE status = 'pending'``) in the same
+transaction as the alias move's record, the audit row and the outbox event, so two
+approvers racing produce exactly one decision and the loser gets a clear error.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from sqlalchemy import Connection, insert, select, update
+
+from lakeforge._identity import current_user
+from lakeforge.errors import LakeforgeError, PermissionDeniedError
+from lakeforge.events import APPROVAL_DECIDED, APPROVAL_REQUESTED, Outbox
+from lakeforge.registry import CHAMPION
+from lakeforge.state import approval_requests, audit_log
+
+if TYPE_CHECKING:
+    from lakeforge.deployment._validate import ValidationReport
+    from lakeforge.project import Project, Target
+    from lakeforge.registry import Registry
+    from lakeforge.state import StateStore
+
+Status = Literal["pending", "approved", "rejected"]
+AUTO_APPROVER = "lakeforge:auto-approval"
+ARCHIVED_TAG = "archived"
+_ACTIONS = {"approved": "approve", "rejected": "reject"}
+
+
+class ApprovalError(LakeforgeError):
+    """A request that does not exist or has already been decided."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """A request to make ``model`` version ``version`` the champion of ``target``."""
+
+    id: int
+    model: str
+    version: int
+    target: str
+    status: Status
+    requested_by: str
+    requested_at: datetime
+    validation: dict[str, Any] | None
+    decided_by: str | None
+    decided_at: datetime | None
+    comment: str | None
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One audited decision (or refused attempt)."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    outcome: str
+    model: str | None
+    version: int | None
+    request_id: int | None
+    detail: str | None
+
+
+class Approvals:
+    """Transition requests of one target and the decisions on them."""
+
+    def __init__(
+        self, project: Project, target: Target, state: StateStore, registry: Registry
+    ) -> None:
+        self.project = project
+        self.target = target
+        self.state = state
+        self.registry = registry
+
+    # -- requests -------------------------------------------------------------------------
+
+    def request(self, name: str, version: int, report: ValidationReport | None = None) -> Request:
+        """Ask for ``version`` to become champion; an open request for it is returned as is."""
+        mv = self.registry.version(name, version)
+        model, number = mv.name, int(mv.version)
+        engine = self.state.connect_engine()
+        with engine.begin() as conn:
+            existing = conn.execute(
+                select(approval_requests.c.id).where(
+                    approval_requests.c.model == model,
+                    approval_requests.c.version == number,
+                    approval_requests.c.status == "pending",
+                )
+            ).scalar()
+            if existing is not None:
+                return self.get(int(existing))
+            actor = current_user()
+            summary = None if report is None else json.dumps(report.summary(), sort_keys=True)
+            inserted = conn.execute(
+                insert(approval_requests).values(
+                    model=model,
+                    version=number,
+                    target=self.target.name,
+                    status="pending",
+                    requested_by=actor,
+                    requested_at=datetime.now(UTC),
+                    validation=summary,
+                )
+            ).inserted_primary_key
+            assert inserted is not None
+            request_id = int(inserted[0])
+            self._audit(conn, actor, "request", "done", model, number, request_id, None)
+            Outbox(self.state).emit(
+                APPROVAL_REQUESTED,
+                model,
+                {
+                    "request_id": request_id,
+                    "version": number,
+                    "target": self.target.name,
+                    "validation_passed": None if report is None else report.passed,
+                },
+                actor=actor,
+                conn=conn,
+            )
+        return self.get(int(request_id))
+
+    def get(self, request_id: int) -> Request:
+        with self.state.connect_engine().connect() as conn:
+            row = conn.execute(
+                select(approval_requests).where(approval_requests.c.id == request_id)
+            ).first()
+        if row is None:
+            raise ApprovalError(f"no approval request #{request_id} in target {self.target.name!r}")
+        return _request(row)
+
+    def list(self, *, status: Status | None = None, model: str | None = None) -> list[Request]:
+        """Requests, newest first."""
+        query = select(approval_requests).order_by(approval_requests.c.id.desc())
+        if status:
+            query = query.where(approval_requests.c.status == status)
+        if model:
+            query = query.where(approval_requests.c.model == self.registry.model_name(model))
+        with self.state.connect_engine().connect() as conn:
+            return [_request(row) for row in conn.execute(query)]
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def approve(
+        self, request_id: int, *, comment: str | None = None, system: bool = False
+    ) -> Request:
+        """Approve: the version becomes champion and the old champion ``previous``.
+
+        ``system=True`` is the auto-approval of an ``approval: auto`` policy.
+        """
+        return self._decide(request_id, "approved", comment, system=system)
+
+    def reject(self, request_id: int, *, comment: str | None = None) -> Request:
+        """Reject: the version is tagged ``archived`` and never promoted by this request."""
+        return self._decide(request_id, "rejected", comment, system=False)
+
+    def _decide(
+        self, request_id: int, decision: Status, comment: str | None, *, system: bool
+    ) -> Request:
+        request = self.get(request_id)
+        actor = AUTO_APPROVER if system else current_user()
+        if not system:
+            self._authorize(request, actor, decision)
+        engine = self.state.connect_engine()
+        with engine.begin() as conn:
+            claimed = conn.execute(
+                update(approval_requests)
+                .where(
+                    approval_requests.c.id == request_id, approval_requests.c.status == "pending"
+                )
+                .values(
+                    status=decision, decided_by=actor, decided_at=datetime.now(UTC), comment=comment
+                )
+            ).rowcount
+            if claimed != 1:
+                current = conn.execute(
+                    select(approval_requests).where(approval_requests.c.id == request_id)
+                ).first()
+                assert current is not None
+                raise ApprovalError(
+                    f"approval request #{request_id} was already {current.status} by "
+                    f"{current.decided_by} at {current.decided_at}; it cannot be decided twice"
+                )
+            reason = f"approval #{request_id}" + (f": {comment}" if comment else "")
+            if decision == "approved":
+                self.registry.set_alias(
+                    request.model, CHAMPION, request.version, reason=reason, conn=conn
+                )
+            else:
+                self.registry.client.set_model_version_tag(
+                    request.model, str(request.version), ARCHIVED_TAG, "true"
+                )
+            self._audit(
+                conn,
+                actor,
+                _ACTIONS[decision],
+                "done",
+                request.model,
+                request.version,
+                request_id,
+                comment,
+            )
+            Outbox(self.state).emit(
+                APPROVAL_DECIDED,
+                request.model,
+                {
+                    "request_id": request_id,
+                    "version": request.version,
+                    "decision": decision,
+                    "comment": comment,
+                },
+                actor=actor,
+                conn=conn,
+            )
+        return self.get(request_id)
+
+    def _authorize(self, request: Request, actor: str, decision: Status) -> None:
+        policy = self.target.deployment
+        allowed = self.approvers()
+        problem = None
+        if allowed and actor not in allowed:
+            problem = (
+                f"{actor!r} may not decide requests in target {self.target.name!r} "
+                f"(approvers: {', '.join(sorted(allowed))})"
+            )
+        elif policy.separation_of_duties and actor == request.requested_by:
+            problem = (
+                f"{actor!r} requested #{request.id} and cannot decide it: target "
+                f"{self.target.name!r} requires separation of duties"
+            )
+        if problem is None:
+            return
+        with self.state.connect_engine().begin() as conn:
+            self._audit(
+                conn,
+                actor,
+                _ACTIONS[decision],
+                "refused",
+                request.model,
+                request.version,
+                request.id,
+                problem,
+            )
+        raise PermissionDeniedError(problem)
+
+    def approvers(self) -> set[str]:
+        """The users allowed to decide in this target (empty: anyone)."""
+        users: set[str] = set()
+        for entry in self.target.deployment.approvers:
+            if entry.startswith("group:"):
+                users |= set(self.project.config.groups.get(entry.removeprefix("group:"), []))
+            else:
+                users.add(entry)
+        return users
+
+    # -- audit ----------------------------------------------------------------------------
+
+    def _audit(
+        self,
+        conn: Connection,
+        actor: str,
+        action: str,
+        outcome: str,
+        model: str | None,
+        version: int | None,
+        request_id: int | None,
+        detail: str | None,
+    ) -> None:
+        conn.execute(
+            insert(audit_log).values(
+                at=datetime.now(UTC),
+                actor=actor,
+                action=action,
+                outcome=outcome,
+                model=model,
+                version=version,
+                request_id=request_id,
+                detail=detail,
+            )
+        )
+
+    def audit(self, model: str | None = None) -> builtins.list[AuditEntry]:
+        """Audited decisions and refusals, oldest first."""
+        query = select(audit_log).order_by(audit_log.c.id)
+        if model:
+            query = query.where(audit_log.c.model == self.registry.model_name(model))
+        with self.state.connect_engine().connect() as conn:
+            return [
+                AuditEntry(
+                    r.id,
+                    _utc(r.at) or r.at,
+                    r.actor,
+                    r.action,
+                    r.outcome,
+                    r.model,
+                    r.version,
+                    r.request_id,
+                    r.detail,
+                )
+                for r in conn.execute(query)
+            ]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _request(row: Any) -> Request:
+    return Request(
+        id=row.id,
+        model=row.model,
+        version=row.version,
+        target=row.target,
+        status=row.status,
+        requested_by=row.requested_by,
+        requested_at=_utc(row.requested_at),  # type: ignore[arg-type]
+        validation=json.loads(row.validation) if row.validation else None,
+        decided_by=row.decided_by,
+        decided_at=_utc(row.decided_at),
+        comment=row.comment,
+    )
