@@ -11,6 +11,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -87,6 +88,8 @@ def train_model(ws: Workspace, console: Console) -> None:
     from sklearn.metrics import roc_auc_score
 
     console.print(Rule("5. Training with lineage, registry and promotion"))
+    # scikit-learn deprecation chatter from inside MLflow's autolog is not the demo's news
+    warnings.filterwarnings("ignore", category=FutureWarning, module="sklearn")
     with ws.start_run("train", run_name="late-arrival") as run:
         data = ws.sql(f"""
             SELECT {", ".join(FEATURES)}, (arr_delay > 15)::INT AS late
@@ -113,16 +116,54 @@ def train_model(ws: Workspace, console: Console) -> None:
     lineage = ws.models.lineage(f"{MODEL}/{version.version}")
     commit = lineage.commit[:12] if lineage.commit else "none (not a git checkout)"
     console.print(f"  lineage: commit {commit}, data {lineage.data_versions}")
-    ws.models.set_alias(MODEL, "challenger", version.version, reason="new candidate")
-    ws.models.set_alias(MODEL, "champion", version.version, reason="first model of the demo")
+    deployment = ws.deploy(MODEL, version.version, reason="first model of the demo")
+    for result in deployment.report.results:
+        mark = "pass" if result.passed else "FAIL"
+        console.print(f"  validation {mark}: {result.check}: {result.message}")
+    console.print(
+        f"  deployment: {deployment.outcome} (policy: approval {ws.target.deployment.approval})"
+    )
     copied = ws.models.copy(f"{MODEL}@champion", to="staging", reason="deploy-models demo")
     console.print(
-        f"  champion is v{version.version}; copied to staging as {copied.name} v{copied.version}"
+        f"  copied to staging as {copied.name} v{copied.version}; prod needs a "
+        "manual approval (lakeforge approvals approve ID)"
     )
     for event in ws.models.history(MODEL):
         console.print(
             f"  history: {event.alias} -> v{event.to_version} by {event.actor} ({event.reason})"
         )
+    kinds = sorted({event.type for event in ws.events.list(limit=1000)})
+    console.print(f"  events in dev's outbox, for webhooks and jobs: {', '.join(kinds)}")
+
+
+DEMO_POLICY = """\
+    deployment:
+      approval: auto
+      validation:
+        mode: enabled
+        checks:
+          signature: true
+          lineage: true
+          metrics: {test_roc_auc: {min: 0.75}}
+          max_latency_p95_ms: 100
+        champion:
+          sql: >
+            SELECT dep_delay, distance, hour, month, sched_dep_time, (arr_delay > 15)::INT AS late
+            FROM dev.silver.flights WHERE month > 10
+          label: late
+          model_type: classifier
+          metrics: {roc_auc: {min_improvement: 0.0, max_regression: 0.01}}
+          baseline: heuristic
+"""
+
+
+def _use_demo_policy(project: Path) -> None:
+    """Give dev a policy that also compares with the champion on held-out months."""
+    file = project / "lakeforge.yaml"
+    text = file.read_text()
+    start = text.index("    deployment:", text.index("  dev:"))
+    end = text.index("  staging:")
+    file.write_text(text[:start] + DEMO_POLICY + text[end:])
 
 
 def _commit(folder: Path) -> None:
@@ -148,6 +189,7 @@ def run_demo(directory: Path, console: Console | None = None) -> Workspace:
     if directory.exists():
         shutil.rmtree(directory)
     project = init_project("flights", directory)
+    _use_demo_policy(project)
     _commit(project)
     ws = connect("dev", project_dir=project)
     landing = directory / "landing"

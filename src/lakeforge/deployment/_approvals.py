@@ -225,7 +225,7 @@ class Approvals:
         policy = self.target.deployment
         allowed = self.approvers()
         problem = None
-        if allowed and actor not in allowed:
+        if policy.approvers and actor not in allowed:  # an empty group admits nobody
             problem = (
                 f"{actor!r} may not decide requests in target {self.target.name!r} "
                 f"(approvers: {', '.join(sorted(allowed))})"
@@ -251,7 +251,7 @@ class Approvals:
         raise PermissionDeniedError(problem)
 
     def approvers(self) -> set[str]:
-        """The users allowed to decide in this target (empty: anyone)."""
+        """The users the policy names, groups expanded (no ``approvers`` in the policy: anyone)."""
         users: set[str] = set()
         for entry in self.target.deployment.approvers:
             if entry.startswith("group:"):
