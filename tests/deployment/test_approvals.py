@@ -144,9 +144,7 @@ def test_two_approvers_racing_produce_exactly_one_decision(
 
 
 @pytest.mark.postgres
-def test_racing_approvers_on_the_postgres_state_store(
-    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_racing_approvers_on_the_postgres_state_store(tmp_path: Path, pg_url: str) -> None:
     folder = tmp_path / "pg"
     folder.mkdir()
     (folder / "lakeforge.yaml").write_text(

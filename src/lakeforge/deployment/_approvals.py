@@ -19,7 +19,7 @@ from lakeforge._identity import current_user
 from lakeforge.errors import LakeforgeError, PermissionDeniedError
 from lakeforge.events import APPROVAL_DECIDED, APPROVAL_REQUESTED, Outbox
 from lakeforge.registry import CHAMPION
-from lakeforge.state import approval_requests, audit_log
+from lakeforge.state import approval_requests, as_utc, audit_log
 
 if TYPE_CHECKING:
     from lakeforge.deployment._validate import ValidationReport
@@ -295,7 +295,7 @@ class Approvals:
             return [
                 AuditEntry(
                     r.id,
-                    _utc(r.at) or r.at,
+                    as_utc(r.at),
                     r.actor,
                     r.action,
                     r.outcome,
@@ -308,12 +308,6 @@ class Approvals:
             ]
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _request(row: Any) -> Request:
     return Request(
         id=row.id,
@@ -322,9 +316,9 @@ def _request(row: Any) -> Request:
         target=row.target,
         status=row.status,
         requested_by=row.requested_by,
-        requested_at=_utc(row.requested_at),  # type: ignore[arg-type]
+        requested_at=as_utc(row.requested_at),
         validation=json.loads(row.validation) if row.validation else None,
         decided_by=row.decided_by,
-        decided_at=_utc(row.decided_at),
+        decided_at=None if row.decided_at is None else as_utc(row.decided_at),
         comment=row.comment,
     )

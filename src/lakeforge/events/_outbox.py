@@ -37,7 +37,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from lakeforge._identity import current_user
 from lakeforge.errors import LakeforgeError
 from lakeforge.events._types import EventError, check_patterns, check_type, matches
-from lakeforge.state import StateStore, event_cursors, events
+from lakeforge.state import StateStore, as_utc, event_cursors, events
 
 BACKOFF_BASE_S: Final = 1.0
 BACKOFF_MAX_S: Final = 300.0
@@ -92,11 +92,6 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _utc(value: datetime) -> datetime:
-    """SQLite gives naive datetimes back; everything stored is UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _json_default(value: Any) -> Any:
     if isinstance(value, (datetime, date)):
         return value.isoformat()
@@ -125,7 +120,7 @@ class Outbox:
         self._clock = clock or _utc_now
 
     def _now(self) -> datetime:
-        return _utc(self._clock())
+        return as_utc(self._clock())
 
     def _engine(self) -> Engine:
         return self.state.connect_engine()
@@ -280,7 +275,7 @@ class Outbox:
             ).first()
             after = 0 if row is None else row.last_event_id
             retry_at = None if row is None else row.next_attempt_at
-            if retry_at is not None and _utc(retry_at) > self._now():
+            if retry_at is not None and as_utc(retry_at) > self._now():
                 return False
             newer = conn.execute(select(events.c.id).where(events.c.id > after).limit(1)).first()
         return newer is not None
@@ -389,7 +384,7 @@ def _event(row: Any) -> Event:
         subject=row.subject,
         payload=json.loads(row.payload),
         actor=row.actor,
-        created_at=_utc(row.created_at),
+        created_at=as_utc(row.created_at),
     )
 
 
@@ -398,7 +393,7 @@ def _cursor(row: Any) -> Cursor:
         consumer=row.consumer,
         last_event_id=int(row.last_event_id),
         attempts=int(row.attempts),
-        next_attempt_at=None if row.next_attempt_at is None else _utc(row.next_attempt_at),
+        next_attempt_at=None if row.next_attempt_at is None else as_utc(row.next_attempt_at),
         last_error=row.last_error,
-        updated_at=_utc(row.updated_at),
+        updated_at=as_utc(row.updated_at),
     )

@@ -34,8 +34,8 @@ from sqlalchemy import func, insert, select
 
 from lakeforge.errors import LakeforgeError
 from lakeforge.events._config import WebhookConfig
-from lakeforge.events._outbox import Event, Outbox, _utc
-from lakeforge.state import webhook_deliveries
+from lakeforge.events._outbox import Event, Outbox
+from lakeforge.state import as_utc, webhook_deliveries
 
 SIGNATURE_PREFIX = "sha256="
 _USER_AGENT = "lakeforge-webhooks"
@@ -274,7 +274,7 @@ def deliveries(
             status_code=row.status_code,
             error=row.error,
             duration_ms=int(row.duration_ms),
-            at=_utc(row.at),
+            at=as_utc(row.at),
         )
         for row in reversed(rows)
     ]

@@ -28,7 +28,7 @@ from lakeforge._identity import current_user
 from lakeforge.errors import LakeforgeError, PermissionDeniedError
 from lakeforge.events import ALIAS_MOVED, MODEL_VERSION_CREATED, Outbox
 from lakeforge.lakehouse import TableName
-from lakeforge.state import StateStore, alias_events
+from lakeforge.state import StateStore, alias_events, as_utc
 from lakeforge.tracking._lineage import (
     TAG_COPIED_FROM,
     TAG_DATA,
@@ -302,7 +302,7 @@ class Registry:
                     r.to_version,
                     r.actor,
                     r.reason,
-                    r.at if r.at.tzinfo else r.at.replace(tzinfo=UTC),
+                    as_utc(r.at),
                 )
                 for r in rows
             ]

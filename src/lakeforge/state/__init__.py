@@ -10,12 +10,13 @@ from lakeforge.state._schema import (
     metadata,
     webhook_deliveries,
 )
-from lakeforge.state._store import StateStore, head_revision
+from lakeforge.state._store import StateStore, as_utc, head_revision
 
 __all__ = [
     "StateStore",
     "alias_events",
     "approval_requests",
+    "as_utc",
     "audit_log",
     "event_cursors",
     "events",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 from alembic import command
@@ -85,6 +86,11 @@ class StateStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def as_utc(value: datetime) -> datetime:
+    """A datetime read from the state store, in UTC (SQLite returns them naive; all are UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _context(conn: Connection) -> MigrationContext:
