@@ -143,3 +143,18 @@ def test_unset_environment_variable_is_an_error(tmp_path: Path) -> None:
 def test_two_targets_cannot_share_a_catalog(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="both use catalog 'dev'"):
         parse_config(tmp_path / "f.yaml", "name: p\ntargets:\n  dev: {}\n  qa: {catalog: dev}\n")
+
+
+def test_a_policy_naming_an_unknown_check_lists_the_allowed_ones(tmp_path: Path) -> None:
+    text = "name: p\ntargets:\n  prod:\n    deployment:\n      validation:\n        checks: {max_rows: 5}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(tmp_path / "lakeforge.yaml", text)
+    message = str(info.value)
+    assert "field targets.prod.deployment.validation.checks.max_rows: unknown field" in message
+    assert "allowed: required_tags, description, signature, lineage, metrics" in message
+
+
+def test_approvers_must_name_declared_groups(tmp_path: Path) -> None:
+    text = "name: p\ndefault_target: prod\ntargets:\n  prod:\n    deployment: {approvers: [group:leads]}\n"
+    with pytest.raises(ConfigError, match="unknown group 'leads'"):
+        parse_config(tmp_path / "lakeforge.yaml", text)
