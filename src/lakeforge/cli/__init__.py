@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from lakeforge.cli import _approvals, _data, _events, _models, _tables
+from lakeforge.cli import _approvals, _data, _events, _jobs, _models, _tables
 from lakeforge.cli._context import CliState, console, err_console, state
 from lakeforge.errors import LakeforgeError
 from lakeforge.project import init_project
@@ -24,6 +24,7 @@ app.add_typer(_models.app, name="models")
 app.add_typer(_models.mlflow_app, name="mlflow")
 app.add_typer(_approvals.app, name="approvals")
 app.add_typer(_events.app, name="events")
+app.add_typer(_jobs.app, name="jobs")
 app.command()(_data.sql)
 app.command()(_data.ingest)
 
@@ -60,6 +61,16 @@ def init(
     console.print(
         f"next: cd {folder} && lakeforge ingest <folder of CSVs> --into dev.bronze.<table>"
     )
+
+
+@app.command("run")
+def run_job(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="A job declared in lakeforge.yaml.")],
+    param: _jobs.Params = None,
+) -> None:
+    """Run a job now on the target (-t) and stream its progress."""
+    _jobs.run_job(ctx, job, param)
 
 
 @app.command()

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lakeforge.errors import ConfigError
 from lakeforge.events._config import WebhookConfig
+from lakeforge.project._jobs import JobSpec
 from lakeforge.project._policy import DeploymentPolicy
 
 PROJECT_FILE = "lakeforge.yaml"
@@ -81,6 +82,14 @@ class ProjectConfig(BaseModel):
         default_factory=dict, description="Named groups of users, for approvers: group:NAME."
     )
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+    jobs: dict[str, JobSpec] = Field(default_factory=dict)
+
+    @field_validator("jobs")
+    @classmethod
+    def _job_names(cls, value: dict[str, JobSpec]) -> dict[str, JobSpec]:
+        for name in value:
+            check_name(name, "job name")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -192,22 +201,44 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def parse_config(path: Path, text: str) -> ProjectConfig:
-    """Parse and validate project-file text; errors name the file, field and bad value."""
+def _load_yaml(path: Path, text: str) -> Any:
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+
+
+def _merge_resources(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
+    """Add the ``jobs:`` of ``resources/*.yml`` next to the project file (bundle-style)."""
+    folder = path.parent / "resources"
+    if not folder.is_dir():
+        return raw
+    jobs = dict(raw.get("jobs") or {})
+    for file in sorted([*folder.glob("*.yml"), *folder.glob("*.yaml")]):
+        extra = _load_yaml(file, file.read_text()) or {}
+        unknown = sorted(set(extra) - {"jobs"}) if isinstance(extra, dict) else ["(not a mapping)"]
+        if unknown:
+            raise ConfigError(f"{file}: only 'jobs:' may be declared in resources (got {unknown})")
+        for name, spec in (extra.get("jobs") or {}).items():
+            if name in jobs:
+                raise ConfigError(f"{file}: job {name!r} is already declared elsewhere")
+            jobs[name] = spec
+    return {**raw, "jobs": jobs} if jobs else raw
+
+
+def parse_config(path: Path, text: str) -> ProjectConfig:
+    """Parse and validate project-file text; errors name the file, field and bad value."""
+    raw = _load_yaml(path, text)
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{path}: expected a mapping with at least 'name:', got {type(raw).__name__}",
             hint="see `lakeforge init` for a template",
         )
     try:
-        return ProjectConfig.model_validate(_expand_env(raw))
+        return ProjectConfig.model_validate(_expand_env(_merge_resources(path, raw)))
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(path, exc)) from None
 

@@ -7,7 +7,10 @@ from lakeforge.state._schema import (
     event_cursors,
     events,
     ingest_files,
+    job_runs,
+    job_settings,
     metadata,
+    task_runs,
     webhook_deliveries,
 )
 from lakeforge.state._store import StateStore, as_utc, head_revision
@@ -22,6 +25,9 @@ __all__ = [
     "events",
     "head_revision",
     "ingest_files",
+    "job_runs",
+    "job_settings",
     "metadata",
+    "task_runs",
     "webhook_deliveries",
 ]

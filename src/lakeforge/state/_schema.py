@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Index,
@@ -122,4 +123,47 @@ audit_log = Table(
     Column("request_id", Integer, nullable=True),
     Column("detail", Text, nullable=True),
     Index("ix_audit_log_model", "model", "id"),
+)
+
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job", String(255), nullable=False),
+    Column(
+        "status", String(16), nullable=False
+    ),  # queued running succeeded failed canceled skipped
+    Column("trigger", String(255), nullable=False),
+    Column("parameters", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("ended_at", DateTime(timezone=True), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("cancel_requested", Boolean, nullable=False),
+    Column("actor", String(255), nullable=False),
+    Index("ix_job_runs_job", "job", "id"),
+)
+
+task_runs = Table(
+    "task_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, nullable=False),
+    Column("task", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("ended_at", DateTime(timezone=True), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("task_values", Text, nullable=True),  # JSON returned by the task
+    Column("log_path", Text, nullable=True),
+    UniqueConstraint("run_id", "task", name="uq_task_runs_run_task"),
+)
+
+job_settings = Table(
+    "job_settings",
+    metadata,
+    Column("job", String(255), primary_key=True),
+    Column("paused", Boolean, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
