@@ -131,7 +131,7 @@ def test_errors_print_one_message_and_exit_1(
         (["sql", "delete from dev.x.y"], "read-only"),
         (
             ["tables", "create", "dev.s.t", "--schema", "id NOTATYPE"],
-            "--schema 'id NOTATYPE' is not valid",
+            "columns 'id NOTATYPE' are not valid",
         ),
         (["sql", "select 1", "--format", "parquet"], "needs an output file"),
     ]:

@@ -5,32 +5,16 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-import duckdb
-import pyarrow as pa
 import typer
 from rich.table import Table
 
 from lakeforge.cli._context import console, workspace
 from lakeforge.cli._render import rich_table
-from lakeforge.errors import SchemaMismatchError
+from lakeforge.lakehouse import parse_columns
 
 app = typer.Typer(help="Create, inspect and maintain lakehouse tables.", no_args_is_help=True)
 
 NameArg = Annotated[str, typer.Argument(help="Table name: catalog.schema.table (or schema.table).")]
-
-
-def parse_schema(ddl: str) -> pa.Schema:
-    """Column definitions in SQL (``id BIGINT, name VARCHAR``) as an Arrow schema."""
-    con = duckdb.connect()
-    try:
-        con.execute(f"CREATE TABLE __lf_schema ({ddl})")
-        return con.sql("SELECT * FROM __lf_schema").to_arrow_table().schema
-    except duckdb.Error as exc:
-        raise SchemaMismatchError(
-            f"--schema {ddl!r} is not valid: {str(exc).splitlines()[0]}"
-        ) from None
-    finally:
-        con.close()
 
 
 @app.command("list")
@@ -66,7 +50,7 @@ def create(
     """Create an empty table."""
     info = workspace(ctx).tables.create(
         name,
-        parse_schema(schema),
+        parse_columns(schema),
         partition_by=partition_by,
         primary_keys=primary_key,
         comment=comment,

@@ -1,5 +1,6 @@
 """The lakehouse: Delta tables per target, SQL over them, expectations and ingestion."""
 
+from lakeforge.lakehouse._arrow import parse_columns
 from lakeforge.lakehouse._expectations import (
     Expectation,
     expect,
@@ -24,4 +25,5 @@ __all__ = [
     "expect_or_drop",
     "expect_or_fail",
     "find_table_refs",
+    "parse_columns",
 ]

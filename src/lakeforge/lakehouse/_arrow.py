@@ -194,3 +194,19 @@ def comments_of(schema: pa.Schema) -> dict[str, str]:
         for field in schema
         if field.metadata and COMMENT_KEY in field.metadata
     }
+
+
+def parse_columns(ddl: str) -> pa.Schema:
+    """Column definitions in SQL (``id BIGINT, name VARCHAR``) as an Arrow schema (via DuckDB)."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute(f"CREATE TABLE __lf_schema ({ddl})")
+        return con.sql("SELECT * FROM __lf_schema").to_arrow_table().schema
+    except duckdb.Error as exc:
+        raise SchemaMismatchError(
+            f"columns {ddl!r} are not valid SQL column definitions: {str(exc).splitlines()[0]}"
+        ) from None
+    finally:
+        con.close()

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lakeforge.errors import ConfigError
 from lakeforge.events._config import WebhookConfig
-from lakeforge.project._jobs import JobSpec
+from lakeforge.project._jobs import JobSpec, TableSpec
 from lakeforge.project._policy import DeploymentPolicy
 
 PROJECT_FILE = "lakeforge.yaml"
@@ -57,6 +57,11 @@ class TargetConfig(BaseModel):
     )
     storage_options: dict[str, str] = Field(default_factory=dict)
     deployment: DeploymentPolicy = Field(default_factory=DeploymentPolicy)
+    mode: Literal["development", "production"] | None = Field(
+        default=None,
+        description="development: schedules paused and job names prefixed with the user "
+        "on deploy (default for a target named dev); production otherwise.",
+    )
 
     @field_validator("catalog")
     @classmethod
@@ -83,6 +88,9 @@ class ProjectConfig(BaseModel):
     )
     webhooks: list[WebhookConfig] = Field(default_factory=list)
     jobs: dict[str, JobSpec] = Field(default_factory=dict)
+    tables: dict[str, TableSpec] = Field(
+        default_factory=dict, description="Tables `lakeforge deploy` creates: schema.table -> spec."
+    )
 
     @field_validator("jobs")
     @classmethod

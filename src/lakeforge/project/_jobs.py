@@ -193,3 +193,16 @@ def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
             if found:
                 return found
     return None
+
+
+class TableSpec(_Strict):
+    """A table declared in the project; ``lakeforge deploy`` creates it in each target.
+
+    ``columns`` is SQL, e.g. ``"id BIGINT, name VARCHAR, ts TIMESTAMP"``.
+    """
+
+    columns: str
+    partition_by: list[str] = Field(default_factory=list)
+    primary_key: list[str] = Field(default_factory=list)
+    comment: str | None = None
+    column_comments: dict[str, str] = Field(default_factory=dict)

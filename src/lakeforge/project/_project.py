@@ -32,6 +32,12 @@ class Target:
     promote_from: tuple[str, ...] = ()
     storage_options: dict[str, str] = field(default_factory=dict)
     deployment: DeploymentPolicy = field(default_factory=DeploymentPolicy)
+    mode: str = "production"
+
+    @property
+    def development(self) -> bool:
+        """Development mode: deployed schedules start paused, job names get a user prefix."""
+        return self.mode == "development"
 
     @property
     def is_local(self) -> bool:
@@ -99,6 +105,7 @@ class Project:
             promote_from=tuple(spec.promote_from),
             storage_options=dict(spec.storage_options),
             deployment=spec.deployment,
+            mode=spec.mode or ("development" if name == "dev" else "production"),
         )
 
     def target_for_catalog(self, catalog: str) -> Target | None:

@@ -134,6 +134,7 @@ job_runs = Table(
         "status", String(16), nullable=False
     ),  # queued running succeeded failed canceled skipped
     Column("trigger", String(255), nullable=False),
+    Column("trigger_info", Text, nullable=True),  # JSON: the event or time that fired it
     Column("parameters", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=True),
@@ -141,6 +142,7 @@ job_runs = Table(
     Column("error", Text, nullable=True),
     Column("cancel_requested", Boolean, nullable=False),
     Column("actor", String(255), nullable=False),
+    Column("runner", String(255), nullable=True),  # host:pid of the process running it
     Index("ix_job_runs_job", "job", "id"),
 )
 
@@ -166,4 +168,42 @@ job_settings = Table(
     Column("job", String(255), primary_key=True),
     Column("paused", Boolean, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+trigger_fires = Table(
+    "trigger_fires",
+    metadata,
+    Column("job", String(255), primary_key=True),
+    Column("fire_key", String(255), primary_key=True),  # e.g. cron:2026-01-01T06:00Z, event:42
+    Column("run_id", Integer, nullable=True),
+    Column("fired_at", DateTime(timezone=True), nullable=False),
+)
+
+trigger_state = Table(
+    "trigger_state",
+    metadata,
+    Column("job", String(255), primary_key=True),
+    Column("trigger", String(255), primary_key=True),
+    Column("cursor", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("owner", String(255), nullable=False),
+    Column("until", DateTime(timezone=True), nullable=False),
+)
+
+deployed_resources = Table(
+    "deployed_resources",
+    metadata,
+    Column("kind", String(32), primary_key=True),  # job | table
+    Column("name", String(255), primary_key=True),
+    Column("deployed_name", String(255), nullable=False),
+    Column("spec_hash", String(64), nullable=False),
+    Column("spec", Text, nullable=False),
+    Column("deployed_by", String(255), nullable=False),
+    Column("deployed_at", DateTime(timezone=True), nullable=False),
 )
