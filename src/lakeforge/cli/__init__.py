@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from lakeforge.cli import _approvals, _data, _events, _jobs, _models, _tables
-from lakeforge.cli._context import CliState, console, err_console, state
+from lakeforge.cli._context import CliState, console, err_console, sigterm_interrupts, state
+from lakeforge.cli._context import workspace as _ctx_workspace
 from lakeforge.errors import LakeforgeError
 from lakeforge.project import init_project
 
@@ -71,6 +72,26 @@ def run_job(
 ) -> None:
     """Run a job now on the target (-t) and stream its progress."""
     _jobs.run_job(ctx, job, param)
+
+
+@app.command()
+def scheduler(
+    ctx: typer.Context,
+    interval: Annotated[float, typer.Option(help="Seconds between checks.")] = 1.0,
+) -> None:
+    """Fire the schedules and triggers of the jobs deployed to the target (a daemon)."""
+    from lakeforge.jobs import Scheduler
+
+    ws = _ctx_workspace(ctx)
+    console.print(
+        f"scheduler for target {ws.target.name}: {len(Scheduler(ws).jobs())} deployed "
+        "job(s); Ctrl+C stops it"
+    )
+    with sigterm_interrupts():
+        try:
+            Scheduler(ws).serve(interval_s=interval)
+        except KeyboardInterrupt:
+            console.print("scheduler stopped")
 
 
 @app.command()

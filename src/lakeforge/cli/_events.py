@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from lakeforge._workspace import Workspace
-from lakeforge.cli._context import console, err_console, workspace
+from lakeforge.cli._context import console, err_console, sigterm_interrupts, workspace
 from lakeforge.events import DeliveryReport, Outbox, WebhookConfig, run_dispatcher
 
 app = typer.Typer(help="Events: what happened, and webhook delivery.", no_args_is_help=True)
@@ -74,27 +70,10 @@ def deliver(
     names = ", ".join(w.name for w in webhooks)
     if not once:
         console.print(f"delivering events of target {ws.target.name} to {names}; Ctrl-C stops")
-    with _sigterm_interrupts():
+    with sigterm_interrupts():
         try:
             run_dispatcher(
                 Outbox(ws.state), webhooks, interval_s=interval, once=once, on_report=show
             )
         except KeyboardInterrupt:
             console.print("stopped")
-
-
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM stops like Ctrl-C, so the consumer's lease is released, not left to expire."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

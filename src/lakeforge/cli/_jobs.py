@@ -59,6 +59,7 @@ def run_job(ctx: typer.Context, job: str, params: list[str] | None) -> None:
     runner = JobRunner(workspace(ctx))
     console.print(f"running {job} on target {runner.ws.target.name}")
     result = runner.run(job, parameters=_params(params), progress=_progress)
+    assert result is not None  # only a run with a fire key can be refused as a duplicate
     _summary(result)
     _exit_for(result)
 

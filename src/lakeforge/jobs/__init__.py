@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from lakeforge.jobs._runner import JobError, JobRun, JobRunner, TaskRun, run_if_met
+from lakeforge.jobs._scheduler import Firing, Scheduler
 
 
 def task_values(task: str | None = None) -> dict[str, Any]:
@@ -28,4 +29,14 @@ def job_context() -> dict[str, Any]:
     return dict(json.loads(os.environ.get("LAKEFORGE_JOB_CONTEXT", "{}")))
 
 
-__all__ = ["JobError", "JobRun", "JobRunner", "TaskRun", "job_context", "run_if_met", "task_values"]
+__all__ = [
+    "Firing",
+    "JobError",
+    "JobRun",
+    "JobRunner",
+    "Scheduler",
+    "TaskRun",
+    "job_context",
+    "run_if_met",
+    "task_values",
+]

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -20,12 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from lakeforge._identity import current_user
 from lakeforge.errors import LakeforgeError
 from lakeforge.events import JOB_FINISHED, Outbox
 from lakeforge.project._jobs import JobSpec, RunIf, TaskSpec
-from lakeforge.state import as_utc, job_runs, job_settings, task_runs
+from lakeforge.state import as_utc, job_runs, job_settings, task_runs, trigger_fires
 from lakeforge.tracking import git_info
 
 if TYPE_CHECKING:
@@ -36,6 +38,7 @@ FAILED = {"failed", "timed_out"}
 ProgressCallback = Callable[[str, str, str], None]  # task, status, detail
 _TEMPLATE = re.compile(r"\{\{\s*([a-zA-Z_][\w.]*)\s*\}\}")
 _POLL_S = 0.2
+RUNNER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 class JobError(LakeforgeError):
@@ -180,9 +183,15 @@ class JobRunner:
         *,
         parameters: dict[str, Any] | None = None,
         trigger: str = "manual",
+        trigger_info: dict[str, Any] | None = None,
+        fire_key: str | None = None,
         progress: ProgressCallback | None = None,
-    ) -> JobRun:
-        """Run ``job`` now, in this process; returns the finished run."""
+    ) -> JobRun | None:
+        """Run ``job`` now, in this process; returns the finished run.
+
+        With ``fire_key`` (a scheduled time or an event id) the run is recorded only if
+        that key never fired before for this job, atomically: None means it already had.
+        """
         spec = self.spec(job)
         params = {**spec.parameters, **(parameters or {})}
         unknown = sorted(set(parameters or {}) - set(spec.parameters))
@@ -191,35 +200,65 @@ class JobRunner:
                 f"job {job!r} has no parameter(s) {', '.join(unknown)} "
                 f"(parameters: {', '.join(spec.parameters) or 'none'})"
             )
-        run_id = self._admit(job, spec, params, trigger)
-        if run_id is None:
-            return self.runs(job, limit=1)[0]
+        admitted = self._admit(job, spec, params, trigger, trigger_info, fire_key)
+        if admitted is None:
+            return None
+        run_id, started = admitted
+        if not started:
+            return self.get(run_id)
         return self._execute(run_id, spec, set(spec.order()), progress)
 
-    def _admit(self, job: str, spec: JobSpec, params: dict[str, Any], trigger: str) -> int | None:
-        """Record the run; apply the concurrency limit (skip records a skipped run)."""
+    def _admit(
+        self,
+        job: str,
+        spec: JobSpec,
+        params: dict[str, Any],
+        trigger: str,
+        trigger_info: dict[str, Any] | None,
+        fire_key: str | None,
+    ) -> tuple[int, bool] | None:
+        """Record the run and apply the concurrency limit: (run id, started) or None.
+
+        ``skip`` records a skipped run; ``queue`` waits for a free slot. With a
+        ``fire_key`` already fired for this job nothing is recorded (None).
+        """
         engine = self.ws.state.connect_engine()
-        with engine.begin() as conn:
-            run_id = int(
-                conn.execute(
+        try:
+            with engine.begin() as conn:
+                if fire_key is not None:
+                    conn.execute(
+                        insert(trigger_fires).values(job=job, fire_key=fire_key, fired_at=_utcnow())
+                    )
+                key = conn.execute(
                     insert(job_runs).values(
                         job=job,
                         status="queued",
                         trigger=trigger,
+                        trigger_info=json.dumps(trigger_info or {}, default=str),
                         parameters=json.dumps(params),
                         created_at=_utcnow(),
                         cancel_requested=False,
                         actor=current_user(),
+                        runner=RUNNER,
                     )
-                ).inserted_primary_key[0]  # type: ignore[index]
-            )
-            conn.execute(
-                insert(task_runs),
-                [
-                    {"run_id": run_id, "task": t.key, "status": "pending", "attempts": 0}
-                    for t in spec.tasks
-                ],
-            )
+                ).inserted_primary_key
+                assert key is not None
+                run_id = int(key[0])
+                conn.execute(
+                    insert(task_runs),
+                    [
+                        {"run_id": run_id, "task": t.key, "status": "pending", "attempts": 0}
+                        for t in spec.tasks
+                    ],
+                )
+                if fire_key is not None:
+                    conn.execute(
+                        update(trigger_fires)
+                        .where(trigger_fires.c.job == job, trigger_fires.c.fire_key == fire_key)
+                        .values(run_id=run_id)
+                    )
+        except IntegrityError:
+            return None  # this scheduled time or event already fired
         while True:
             with engine.begin() as conn:
                 active = (
@@ -248,7 +287,7 @@ class JobRunner:
                         .where(job_runs.c.id == run_id)
                         .values(status="running", started_at=_utcnow())
                     )
-                    return run_id
+                    return run_id, True
                 if spec.concurrency_policy == "skip":
                     conn.execute(
                         update(job_runs)
@@ -265,8 +304,38 @@ class JobRunner:
                         .where(task_runs.c.run_id == run_id)
                         .values(status="skipped")
                     )
-                    return None
+                    return run_id, False
             time.sleep(_POLL_S)
+
+    def recover_orphans(self) -> list[int]:
+        """Fail runs whose runner process on this host has died (repair reruns them)."""
+        host = socket.gethostname()
+        with self.ws.state.connect_engine().begin() as conn:
+            rows = conn.execute(
+                select(job_runs.c.id, job_runs.c.runner).where(
+                    job_runs.c.status.in_(["queued", "running"])
+                )
+            ).all()
+            dead = [r.id for r in rows if _dead_runner(r.runner, host)]
+            if dead:
+                conn.execute(
+                    update(job_runs)
+                    .where(job_runs.c.id.in_(dead))
+                    .values(
+                        status="failed",
+                        ended_at=_utcnow(),
+                        error="the process running it died; `lakeforge jobs repair` reruns it",
+                    )
+                )
+                conn.execute(
+                    update(task_runs)
+                    .where(
+                        task_runs.c.run_id.in_(dead),
+                        task_runs.c.status.in_(["pending", "running"]),
+                    )
+                    .values(status="failed", error="runner died")
+                )
+        return dead
 
     def repair(
         self,
@@ -329,7 +398,12 @@ class JobRunner:
         run = self.get(run_id)
         states = {k: t.status for k, t in run.tasks.items()}
         values = {k: t.values for k, t in run.tasks.items()}
+        with self.ws.state.connect_engine().connect() as conn:
+            info = conn.execute(
+                select(job_runs.c.trigger_info).where(job_runs.c.id == run_id)
+            ).scalar()
         context = {
+            "trigger": json.loads(info or "{}"),
             "job": run.job,
             "run_id": run_id,
             "target": self.ws.target.name,
@@ -518,6 +592,21 @@ class JobRunner:
                 conn=conn,
             )
         return self.get(run_id)
+
+
+def _dead_runner(runner: str | None, host: str) -> bool:
+    if not runner or ":" not in runner:
+        return False
+    runner_host, _, pid = runner.rpartition(":")
+    if runner_host != host or not pid.isdigit():
+        return False  # another machine's runner: not ours to judge
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _notify(progress: ProgressCallback | None, task: str, status: str, detail: str) -> None:

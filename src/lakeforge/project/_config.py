@@ -147,6 +147,14 @@ class ProjectConfig(BaseModel):
                     f"both use catalog {catalog!r}"
                 )
             catalogs[catalog] = name
+        for job, spec in self.jobs.items():
+            for trigger in spec.triggers:
+                unknown = [j for j in getattr(trigger, "jobs", []) if j not in self.jobs]
+                if unknown:
+                    raise ValueError(
+                        f"jobs.{job}.triggers: job_finished names unknown job(s) "
+                        f"{', '.join(unknown)} (jobs: {', '.join(self.jobs)})"
+                    )
         return self
 
 

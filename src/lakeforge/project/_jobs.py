@@ -30,7 +30,7 @@ References are checked when the file loads: unknown tasks, dependency cycles, ba
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -112,6 +112,60 @@ class CronSchedule(_Strict):
         return value
 
 
+class TableUpdateTrigger(_Strict):
+    """Fire when any of these lakehouse tables gets a new Delta version."""
+
+    type: Literal["table_update"]
+    tables: list[str] = Field(min_length=1)
+
+
+class FileArrivalTrigger(_Strict):
+    """Fire when new files matching ``pattern`` appear under ``path`` (relative to the project)."""
+
+    type: Literal["file_arrival"]
+    path: str
+    pattern: str = "*"
+
+
+RegistryEvent = Literal["model_version.created", "alias.moved"]
+
+
+class ModelEventTrigger(_Strict):
+    """Fire on registry events: a new version, or an alias moved (optionally one alias)."""
+
+    type: Literal["model_event"]
+    events: list[RegistryEvent] = Field(
+        default_factory=lambda: list[RegistryEvent](["model_version.created", "alias.moved"])
+    )
+    models: list[str] = Field(default_factory=lambda: ["*"])
+    alias: str | None = None
+
+
+class JobFinishedTrigger(_Strict):
+    """Fire when one of these jobs finishes with one of these statuses."""
+
+    type: Literal["job_finished"]
+    jobs: list[str] = Field(min_length=1)
+    status: list[str] = Field(default_factory=lambda: ["succeeded"])
+
+
+class MonitorAlertTrigger(_Strict):
+    """Fire on a monitor alert (monitors publish ``monitor.alert`` events)."""
+
+    type: Literal["monitor_alert"]
+    monitors: list[str] = Field(default_factory=lambda: ["*"])
+
+
+Trigger = Annotated[
+    TableUpdateTrigger
+    | FileArrivalTrigger
+    | ModelEventTrigger
+    | JobFinishedTrigger
+    | MonitorAlertTrigger,
+    Field(discriminator="type"),
+]
+
+
 class JobSpec(_Strict):
     """A DAG of tasks with parameters, an optional schedule and a concurrency limit."""
 
@@ -119,6 +173,7 @@ class JobSpec(_Strict):
     parameters: dict[str, Any] = Field(default_factory=dict)
     tasks: list[TaskSpec]
     schedule: CronSchedule | None = None
+    triggers: list[Trigger] = Field(default_factory=list)
     max_concurrent_runs: int = Field(default=1, ge=1)
     concurrency_policy: Literal["skip", "queue"] = "skip"
 

@@ -1,0 +1,328 @@
+"""The scheduler: fires cron schedules and triggers of the jobs deployed to a target.
+
+Restart-safe and single-firing:
+
+- only the holder of the ``scheduler`` lease in the state store fires (a second
+  scheduler started by mistake waits; a crashed one's lease expires);
+- every firing has a key (``cron:<time>``, ``event:<id>``, ``table:<name>@v<n>``,
+  ``files:<mtime>``) recorded in the same transaction as its run, so one scheduled time
+  or event never runs twice, whatever restarts happen;
+- trigger cursors live in the state store; cron times missed while no scheduler ran
+  follow the schedule's ``catch_up`` policy: ``skip``, ``latest`` or ``all``.
+
+Time comes from an injectable clock, so tests drive it without sleeping.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from lakeforge.jobs._runner import JobRunner
+from lakeforge.project._jobs import (
+    CronSchedule,
+    FileArrivalTrigger,
+    JobFinishedTrigger,
+    JobSpec,
+    ModelEventTrigger,
+    MonitorAlertTrigger,
+    TableUpdateTrigger,
+)
+from lakeforge.state import as_utc, deployed_resources, leases, trigger_state
+
+if TYPE_CHECKING:
+    from lakeforge._workspace import Workspace
+
+Clock = Callable[[], datetime]
+Due = list[tuple[str, str, dict[str, Any]]]  # (trigger, fire key, trigger info)
+LEASE = "scheduler"
+GRACE = timedelta(seconds=60)  # a cron time older than this when seen was missed
+
+
+@dataclass(frozen=True)
+class Firing:
+    """A run the scheduler started (or found already fired)."""
+
+    job: str
+    trigger: str
+    fire_key: str
+    run_id: int | None
+
+
+class Scheduler:
+    """Fires the deployed jobs of one target; call :meth:`tick` or :meth:`serve`."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        *,
+        clock: Clock | None = None,
+        lease_s: float = 30.0,
+        background: bool = True,
+        jobs: list[str] | None = None,
+    ) -> None:
+        self.ws = ws
+        self.runner = JobRunner(ws)
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.lease = timedelta(seconds=lease_s)
+        self.owner = f"{uuid.uuid4().hex[:8]}"
+        self.background = background
+        self.only = jobs
+        self._threads: list[threading.Thread] = []
+
+    def _now(self) -> datetime:
+        return as_utc(self.clock())
+
+    # -- leadership -----------------------------------------------------------------------
+
+    def acquire(self) -> bool:
+        """Take or renew the scheduler lease; False while another scheduler holds it."""
+        now, engine = self._now(), self.ws.state.connect_engine()
+        with engine.begin() as conn:
+            renewed = conn.execute(
+                update(leases)
+                .where(leases.c.name == LEASE)
+                .where((leases.c.owner == self.owner) | (leases.c.until < now))
+                .values(owner=self.owner, until=now + self.lease)
+            ).rowcount
+        if renewed:
+            return True
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    insert(leases).values(name=LEASE, owner=self.owner, until=now + self.lease)
+                )
+            return True
+        except IntegrityError:
+            return False
+
+    def release(self) -> None:
+        with self.ws.state.connect_engine().begin() as conn:
+            conn.execute(
+                update(leases)
+                .where(leases.c.name == LEASE, leases.c.owner == self.owner)
+                .values(until=datetime(1970, 1, 1, tzinfo=UTC))
+            )
+
+    # -- one pass -------------------------------------------------------------------------
+
+    def jobs(self) -> dict[str, JobSpec]:
+        """The jobs this scheduler fires: those deployed to the target (or ``jobs=``)."""
+        declared = self.ws.project.config.jobs
+        if self.only is not None:
+            names = self.only
+        else:
+            with self.ws.state.connect_engine().connect() as conn:
+                names = list(
+                    conn.execute(
+                        select(deployed_resources.c.name).where(deployed_resources.c.kind == "job")
+                    ).scalars()
+                )
+        return {name: declared[name] for name in names if name in declared}
+
+    def tick(self) -> list[Firing]:
+        """Check every schedule and trigger once; start the runs that are due."""
+        if not self.acquire():
+            return []
+        self.runner.recover_orphans()
+        firings: list[Firing] = []
+        for name, spec in self.jobs().items():
+            paused = self.runner.paused(name)
+            for state_key, due, cursor in self._due(name, spec):
+                if not paused:  # a paused job's cursors move on: no pile of runs on unpause
+                    firings += [self._fire(name, trigger, key, info) for trigger, key, info in due]
+                self._save(name, state_key, cursor)  # after firing: a crash refires, keys dedupe
+        return firings
+
+    def serve(self, *, interval_s: float = 1.0, stop: threading.Event | None = None) -> None:
+        """Tick every ``interval_s`` until ``stop`` is set; then wait for started runs."""
+        stop = stop or threading.Event()
+        try:
+            while not stop.is_set():
+                self.tick()
+                stop.wait(interval_s)
+        finally:
+            self.release()
+            self.wait()
+
+    def wait(self) -> None:
+        """Wait for the runs this scheduler started in the background."""
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
+
+    def _fire(self, job: str, trigger: str, key: str, info: dict[str, Any]) -> Firing:
+        def start() -> None:
+            self.runner.run(job, trigger=trigger, trigger_info=info, fire_key=key)
+
+        if self.background:
+            # admission (and the fire key) is recorded before the thread goes on
+            thread = threading.Thread(target=start, name=f"lakeforge-job-{job}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+            return Firing(job, trigger, key, None)
+        result = self.runner.run(job, trigger=trigger, trigger_info=info, fire_key=key)
+        return Firing(job, trigger, key, None if result is None else result.id)
+
+    # -- triggers -------------------------------------------------------------------------
+
+    def _due(self, job: str, spec: JobSpec) -> Iterator[tuple[str, Due, str]]:
+        """Per schedule or trigger: its state key, what is due, and its next cursor."""
+        if spec.schedule is not None:
+            yield ("cron", *self._cron(job, spec.schedule))
+        for index, trigger in enumerate(spec.triggers):
+            state_key = f"{index}:{trigger.type}"
+            if isinstance(trigger, TableUpdateTrigger):
+                yield (state_key, *self._tables(job, state_key, trigger))
+            elif isinstance(trigger, FileArrivalTrigger):
+                yield (state_key, *self._files(job, state_key, trigger))
+            else:
+                yield (state_key, *self._events(job, state_key, trigger))
+
+    def _cursor(self, job: str, trigger: str) -> str | None:
+        with self.ws.state.connect_engine().connect() as conn:
+            value = conn.execute(
+                select(trigger_state.c.cursor).where(
+                    trigger_state.c.job == job, trigger_state.c.trigger == trigger
+                )
+            ).scalar()
+        return None if value is None else str(value)
+
+    def _save(self, job: str, trigger: str, cursor: str) -> None:
+        now = self._now()
+        with self.ws.state.connect_engine().begin() as conn:
+            done = conn.execute(
+                update(trigger_state)
+                .where(trigger_state.c.job == job, trigger_state.c.trigger == trigger)
+                .values(cursor=cursor, updated_at=now)
+            ).rowcount
+            if not done:
+                conn.execute(
+                    insert(trigger_state).values(
+                        job=job, trigger=trigger, cursor=cursor, updated_at=now
+                    )
+                )
+
+    def _cron(self, job: str, schedule: CronSchedule) -> tuple[Due, str]:
+        from croniter import croniter
+
+        now = self._now()
+        cursor = self._cursor(job, "cron")
+        if cursor is None:
+            return [], now.isoformat()  # first sight of this schedule: nothing is due yet
+        zone = ZoneInfo(schedule.timezone)
+        times = croniter(schedule.cron, datetime.fromisoformat(cursor).astimezone(zone))
+        due: list[datetime] = []
+        while len(due) < 10_000:
+            at = times.get_next(datetime).astimezone(UTC)
+            if at > now:
+                break
+            due.append(at)
+        if schedule.catch_up == "skip":
+            due = [at for at in due if now - at <= GRACE]
+        elif schedule.catch_up == "latest":
+            due = due[-1:]
+        fires = [
+            ("cron", f"cron:{at.isoformat()}", {"kind": "cron", "scheduled_for": at.isoformat()})
+            for at in due
+        ]
+        return fires, now.isoformat()
+
+    def _tables(self, job: str, key: str, trigger: TableUpdateTrigger) -> tuple[Due, str]:
+        cursors = json.loads(self._cursor(job, key) or "null")
+        current = {}
+        for table in trigger.tables:
+            name = str(self.ws.tables.name(table))
+            exists = self.ws.tables.exists(name)
+            current[name] = self.ws.tables.delta(name).version() if exists else -1
+        fires: Due = []
+        if cursors is not None:
+            fires = [
+                (
+                    f"table_update:{name}",
+                    f"table:{name}@v{version}",
+                    {"kind": "table_update", "table": name, "version": version},
+                )
+                for name, version in current.items()
+                if version > cursors.get(name, -1)
+            ]
+        return fires, json.dumps(current)
+
+    def _files(self, job: str, key: str, trigger: FileArrivalTrigger) -> tuple[Due, str]:
+        folder = (self.ws.project.directory / trigger.path).resolve()
+        files = (
+            [
+                p
+                for p in folder.rglob("*")
+                if p.is_file() and fnmatch.fnmatch(p.name, trigger.pattern)
+            ]
+            if folder.is_dir()
+            else []
+        )
+        seen = self._cursor(job, key)
+        newest = max((p.stat().st_mtime_ns for p in files), default=0)
+        cursor = str(max(newest, int(seen or 0)))
+        if seen is None:
+            return [], cursor
+        new = sorted(str(p) for p in files if p.stat().st_mtime_ns > int(seen))
+        if not new:
+            return [], cursor
+        info = {"kind": "file_arrival", "files": new[:100], "count": len(new)}
+        return [(f"file_arrival:{trigger.path}", f"files:{newest}", info)], cursor
+
+    def _events(
+        self,
+        job: str,
+        key: str,
+        trigger: ModelEventTrigger | JobFinishedTrigger | MonitorAlertTrigger,
+    ) -> tuple[Due, str]:
+        outbox = self.ws.events
+        seen = self._cursor(job, key)
+        if seen is None:
+            return [], str(outbox.last_id())  # events before the trigger existed do not fire
+        last, fires = int(seen), []
+        while batch := outbox.list(after_id=last, limit=500):
+            for event in batch:
+                if _matches(trigger, event.type, event.subject, event.payload):
+                    fires.append(
+                        (
+                            f"{trigger.type}:{event.type}",
+                            f"event:{event.id}",
+                            {"kind": trigger.type, "event": event.to_dict()},
+                        )
+                    )
+                last = event.id
+        return fires, str(last)
+
+
+def _matches(
+    trigger: ModelEventTrigger | JobFinishedTrigger | MonitorAlertTrigger,
+    type_: str,
+    subject: str,
+    payload: dict[str, Any],
+) -> bool:
+    if isinstance(trigger, ModelEventTrigger):
+        if type_ not in trigger.events or not any(
+            fnmatch.fnmatch(subject, m) for m in trigger.models
+        ):
+            return False
+        return (
+            trigger.alias is None or type_ != "alias.moved" or payload.get("alias") == trigger.alias
+        )
+    if isinstance(trigger, JobFinishedTrigger):
+        return (
+            type_ == "job.finished"
+            and subject in trigger.jobs
+            and payload.get("status") in trigger.status
+        )
+    return type_ == "monitor.alert" and any(fnmatch.fnmatch(subject, m) for m in trigger.monitors)
