@@ -192,3 +192,15 @@ def test_a_registry_event_triggers_a_validation_job(sched_ws: Workspace, tmp_pat
     assert firing.fire_key.startswith("event:")
     assert lines(tmp_path / "validated.txt") == ["dev.ml.delay v7"]
     assert sched.tick() == []
+
+
+def test_the_scheduler_fires_only_deployed_jobs(sched_ws: Workspace) -> None:
+    from lakeforge.bundle import deploy
+
+    sched = Scheduler(sched_ws, clock=Clock(START), background=False)
+    assert sched.jobs() == {}
+    deploy(sched_ws)
+    assert set(sched.jobs()) == {"hourly", "on_table", "on_files", "validate_new_versions"}
+    # development mode: the deployed schedule starts paused
+    assert JobRunner(sched_ws).paused("hourly")
+    assert not JobRunner(sched_ws).paused("on_table")

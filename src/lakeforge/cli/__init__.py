@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from lakeforge.cli import _approvals, _data, _events, _jobs, _models, _tables
+from lakeforge.cli import _approvals, _data, _deploy, _events, _jobs, _models, _tables
 from lakeforge.cli._context import CliState, console, err_console, sigterm_interrupts, state
 from lakeforge.cli._context import workspace as _ctx_workspace
 from lakeforge.errors import LakeforgeError
@@ -26,6 +26,7 @@ app.add_typer(_models.mlflow_app, name="mlflow")
 app.add_typer(_approvals.app, name="approvals")
 app.add_typer(_events.app, name="events")
 app.add_typer(_jobs.app, name="jobs")
+app.command("deploy")(_deploy.deploy_command)
 app.command()(_data.sql)
 app.command()(_data.ingest)
 

@@ -203,10 +203,19 @@ def parse_columns(ddl: str) -> pa.Schema:
     con = duckdb.connect()
     try:
         con.execute(f"CREATE TABLE __lf_schema ({ddl})")
-        return con.sql("SELECT * FROM __lf_schema").to_arrow_table().schema
+        schema = con.sql("SELECT * FROM __lf_schema").to_arrow_table().schema
     except duckdb.Error as exc:
         raise SchemaMismatchError(
             f"columns {ddl!r} are not valid SQL column definitions: {str(exc).splitlines()[0]}"
         ) from None
     finally:
         con.close()
+    # DuckDB names UTC "Etc/UTC"; Delta accepts only "UTC" for timestamps with a time zone.
+    return pa.schema(
+        [
+            f.with_type(pa.timestamp(f.type.unit, tz="UTC"))
+            if pa.types.is_timestamp(f.type) and f.type.tz is not None
+            else f
+            for f in schema
+        ]
+    )
