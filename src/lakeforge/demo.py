@@ -182,6 +182,77 @@ def _commit(folder: Path) -> None:
             return  # no git: lineage records no commit
 
 
+DEMO_PIPELINES = '''"""Tasks of the demo's jobs: plain functions, run by the jobs engine."""
+
+import lakeforge
+
+
+def carrier_delays() -> dict:
+    """Rebuild the gold table of delays by carrier; its Delta version is the task value."""
+    ws = lakeforge.connect()
+    result = ws.sql(
+        """
+        CREATE OR REPLACE TABLE dev.gold.carrier_delays AS
+        SELECT f.carrier, a.name, count(*) AS flights,
+               round(avg(f.arr_delay), 1) AS avg_arr_delay,
+               round(avg(CASE WHEN f.arr_delay > 15 THEN 1 ELSE 0 END), 3) AS late_share
+        FROM dev.silver.flights f JOIN dev.silver.airlines a USING (carrier)
+        GROUP BY ALL ORDER BY avg_arr_delay DESC""",
+        read_only=False,
+    )
+    return {"version": result.column("version")[0].as_py()}
+
+
+def check_gold(min_carriers: int, version: int) -> dict:
+    ws = lakeforge.connect()
+    carriers = ws.sql(f"SELECT count(*) AS n FROM dev.gold.carrier_delays@v{version}")
+    n = carriers.column("n")[0].as_py()
+    if n < min_carriers:
+        raise ValueError(f"only {n} carriers in gold, expected {min_carriers}")
+    return {"carriers": n}
+'''
+
+DEMO_JOBS = """
+jobs:
+  refresh_gold:
+    description: Rebuild and check the gold table when airline names change
+    triggers:
+      - {type: table_update, tables: [dev.silver.airlines]}
+    tasks:
+      - {key: build, python: pipelines:carrier_delays}
+      - key: check
+        python: pipelines:check_gold
+        depends_on: [build]
+        parameters: {min_carriers: 10, version: "{{tasks.build.version}}"}
+        retries: 1
+        retry_backoff_s: 0.5
+"""
+
+
+def run_jobs(ws: Workspace, console: Console) -> None:
+    """Deploy the project's jobs, run one, and let a table update trigger it again."""
+    from lakeforge.bundle import deploy, render
+    from lakeforge.jobs import JobRunner, Scheduler
+
+    console.print(Rule("6. Jobs: deploy, run, and a table-update trigger"))
+    for line in render(deploy(ws)):
+        console.print(f"  {line}", markup=False, highlight=False)
+
+    def progress(task: str, status: str, detail: str) -> None:
+        if status != "running":
+            console.print(f"  {task}: {status} {detail}".rstrip())
+
+    run = JobRunner(ws).run("refresh_gold", progress=progress)
+    assert run is not None
+    console.print(f"  run {run.id}: {run.status}; task values {run.tasks['check'].values}")
+    scheduler = Scheduler(ws, background=False)
+    scheduler.tick()  # first look: remember the table versions
+    ws.tables.merge("dev.silver.airlines", pa.table({"carrier": ["AA"], "name": ["American"]}))
+    for firing in scheduler.tick():
+        fired = JobRunner(ws).get(firing.run_id or 0)
+        console.print(f"  trigger {firing.trigger} fired run {fired.id}: {fired.status}")
+
+
 def run_demo(directory: Path, console: Console | None = None) -> Workspace:
     """Build the demo project under ``directory`` (recreated) and walk through the lakehouse."""
     console = console or Console()
@@ -190,6 +261,9 @@ def run_demo(directory: Path, console: Console | None = None) -> Workspace:
         shutil.rmtree(directory)
     project = init_project("flights", directory)
     _use_demo_policy(project)
+    (project / "pipelines.py").write_text(DEMO_PIPELINES)
+    with (project / "lakeforge.yaml").open("a") as handle:
+        handle.write(DEMO_JOBS)
     _commit(project)
     ws = connect("dev", project_dir=project)
     landing = directory / "landing"
@@ -272,6 +346,7 @@ def run_demo(directory: Path, console: Console | None = None) -> Workspace:
         "SELECT * FROM dev.silver.airlines WHERE carrier IN ('UA', 'ZZ')",
     )
     train_model(ws, console)
+    run_jobs(ws, console)
     console.print(Rule("Done"))
     console.print(f"Project: {project}\nTry: lakeforge --project-dir {project} tables list")
     return ws
