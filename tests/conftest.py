@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import uuid
@@ -99,3 +100,21 @@ def ml_project(tmp_path_factory: pytest.TempPathFactory, all_flights: pa.Table) 
 def ml_ws(ml_project: Path) -> Iterator[Workspace]:
     with lakeforge.connect("dev", project_dir=ml_project) as workspace:
         yield workspace
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server started with ``start_new_session=True`` and every process it spawned."""
+    import signal
+
+    for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+        with contextlib.suppress(ProcessLookupError):  # workers may outlive the leader
+            os.killpg(process.pid, signal.SIGKILL)
+        break

@@ -49,6 +49,11 @@ def spawn_and_hang(pid_file):
     Path(pid_file).write_text(str(child.pid))
     time.sleep(60)
 
+def sleep_for(seconds, out):
+    time.sleep(seconds)
+    with open(out, "a") as handle:
+        handle.write("done\\n")
+
 def maybe_fail(fail):
     if fail:
         raise RuntimeError("asked to fail")
@@ -111,6 +116,16 @@ jobs:
         python: pipelines:extract
         depends_on: [second]
         parameters: {{rows: 3}}
+  single:
+    max_concurrent_runs: 1
+    concurrency_policy: skip
+    tasks:
+      - {{key: wait, python: pipelines:sleep_for, parameters: {{seconds: 1.5, out: "{tmp}/single.txt"}}}}
+  queued:
+    max_concurrent_runs: 1
+    concurrency_policy: queue
+    tasks:
+      - {{key: wait, python: pipelines:sleep_for, parameters: {{seconds: 1.0, out: "{tmp}/queued.txt"}}}}
   broken:
     tasks:
       - key: nothing
@@ -301,3 +316,33 @@ def test_cli_run_runs_logs_pause(jobs_project: Path, capsys: pytest.CaptureFixtu
     assert "yes" in run("jobs", "list")
     assert "unpaused" in run("jobs", "unpause", "dag")
     assert "unknown job 'zzz'" in run("jobs", "run", "zzz", code=1)
+
+
+@pytest.mark.parametrize(
+    ("job", "second_status", "finished"), [("single", "skipped", 1), ("queued", "succeeded", 2)]
+)
+def test_max_concurrent_runs_skips_or_queues(
+    jobs_project: Path, tmp_path: Path, job: str, second_status: str, finished: int
+) -> None:
+    results: list[str] = []
+
+    def run_it() -> None:
+        with lakeforge.connect("dev", project_dir=jobs_project) as ws:
+            run = JobRunner(ws).run(job)
+            assert run is not None
+            results.append(run.status)
+
+    first = threading.Thread(target=run_it)
+    first.start()
+    with lakeforge.connect("dev", project_dir=jobs_project) as ws:
+        runner = JobRunner(ws)
+        deadline = time.monotonic() + 30
+        while (
+            not any(r.status == "running" for r in runner.runs(job)) and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        second = runner.run(job)
+    first.join(timeout=60)
+    assert second is not None and second.status == second_status
+    assert results == ["succeeded"]
+    assert len((tmp_path / f"{job}.txt").read_text().splitlines()) == finished

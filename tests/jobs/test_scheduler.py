@@ -50,6 +50,11 @@ jobs:
       - {{type: file_arrival, path: landing, pattern: "*.csv"}}
     tasks:
       - {{key: note, python: pipelines:note, parameters: {{out: "{tmp}/files.txt"}}}}
+  after_table_job:
+    triggers:
+      - {{type: job_finished, jobs: [on_table], status: [succeeded]}}
+    tasks:
+      - {{key: note, python: pipelines:note, parameters: {{out: "{tmp}/after.txt"}}}}
   validate_new_versions:
     triggers:
       - {{type: model_event, events: [model_version.created], models: ["dev.ml.*"]}}
@@ -200,7 +205,23 @@ def test_the_scheduler_fires_only_deployed_jobs(sched_ws: Workspace) -> None:
     sched = Scheduler(sched_ws, clock=Clock(START), background=False)
     assert sched.jobs() == {}
     deploy(sched_ws)
-    assert set(sched.jobs()) == {"hourly", "on_table", "on_files", "validate_new_versions"}
+    assert set(sched.jobs()) == {
+        "hourly",
+        "on_table",
+        "on_files",
+        "after_table_job",
+        "validate_new_versions",
+    }
     # development mode: the deployed schedule starts paused
     assert JobRunner(sched_ws).paused("hourly")
     assert not JobRunner(sched_ws).paused("on_table")
+
+
+def test_a_finished_job_triggers_the_next(sched_ws: Workspace, tmp_path: Path) -> None:
+    sched = scheduler(sched_ws, Clock(START), ["on_table", "after_table_job"])
+    sched.tick()
+    sched_ws.tables.write("dev.silver.input", pd.DataFrame({"a": [1]}))
+    # on_table runs in this tick; its job.finished event fires the next job in the same pass
+    assert [f.job for f in sched.tick()] == ["on_table", "after_table_job"]
+    assert lines(tmp_path / "after.txt") == ["'job_finished'"]
+    assert sched.tick() == []

@@ -16,6 +16,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 import lakeforge
+from tests.conftest import stop_group
 
 X = pd.DataFrame({"dep_delay": [0.0, 5.0, 30.0, 90.0]})
 
@@ -82,6 +83,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+        start_new_session=True,  # its uvicorn workers and job consumer stop with it
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -96,8 +98,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
                 time.sleep(0.5)
         yield url
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_group(server)
 
 
 @pytest.mark.slow
@@ -139,6 +140,7 @@ def test_mlflow_ui_serves_the_targets_store(ml_project: Path) -> None:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 90
@@ -154,5 +156,4 @@ def test_mlflow_ui_serves_the_targets_store(ml_project: Path) -> None:
                 time.sleep(0.5)
         assert "mlproj/ui-check" in body  # the experiments of dev's own store
     finally:
-        ui.terminate()
-        ui.wait(timeout=30)
+        stop_group(ui)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
+import os
 import sys
 from typing import Annotated
 
@@ -181,7 +181,7 @@ def ui(
         "--port",
         str(port),
     ]
-    raise typer.Exit(subprocess.call(command))
+    os.execv(sys.executable, command)  # MLflow's own server takes over this process
 
 
 def _ms(timestamp: int | None) -> str:
