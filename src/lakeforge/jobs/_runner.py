@@ -3,15 +3,10 @@ the state store, retries with backoff, timeouts, ``run_if``, task values, cancel
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -26,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from lakeforge._identity import current_user
 from lakeforge.errors import LakeforgeError
 from lakeforge.events import JOB_FINISHED, Outbox
+from lakeforge.jobs._process import AttemptSpec, Outcome, run_attempt
 from lakeforge.project._jobs import JobSpec, RunIf, TaskSpec
 from lakeforge.state import as_utc, job_runs, job_settings, task_runs, trigger_fires
 from lakeforge.tracking import git_info
@@ -485,7 +481,8 @@ class JobRunner:
                 attempts=attempt + 1,
             )
             _notify(progress, task.key, "running", f"attempt {attempt + 1}")
-            status, error, values = self._attempt(run_id, task, params, upstream, context, log)
+            outcome = self._attempt(run_id, task, params, upstream, context, log)
+            status, error, values = outcome.status, outcome.error, outcome.values
             if status in ("succeeded", "canceled"):
                 break
             _notify(progress, task.key, status, error or "")
@@ -508,58 +505,28 @@ class JobRunner:
         upstream: dict[str, dict[str, Any]],
         context: dict[str, Any],
         log: Path,
-    ) -> tuple[str, str | None, dict[str, Any]]:
-        with tempfile.TemporaryDirectory(prefix="lf-task-") as tmp:
-            spec_file, result = Path(tmp) / "spec.json", Path(tmp) / "result.json"
-            script = task.script and str((self.ws.project.directory / task.script).resolve())
-            spec_file.write_text(
-                json.dumps(
-                    {
-                        "python": task.python,
-                        "script": script,
-                        "parameters": params,
-                        "upstream_values": upstream,
-                        "context": {**context, "task": task.key},
-                        "result": str(result),
-                    },
-                    default=str,
-                )
-            )
-            env = {
-                **os.environ,
-                "PYTHONPATH": os.pathsep.join(
-                    [str(self.ws.project.directory), os.environ.get("PYTHONPATH", "")]
-                ).rstrip(os.pathsep),
-                "LAKEFORGE_TARGET": self.ws.target.name,
-            }
+    ) -> Outcome:
+        script = task.script and str((self.ws.project.directory / task.script).resolve())
+        attempt = AttemptSpec(
+            task=task.key,
+            python=task.python,
+            script=script,
+            parameters=params,
+            upstream_values=upstream,
+            context={**context, "task": task.key},
+            project_dir=str(self.ws.project.directory),
+            target=self.ws.target.name,
+            timeout_s=task.timeout_s,
+        )
+        if self.spec(context["job"]).executor == "ray":
+            from lakeforge.jobs._ray import run_on_ray
+
+            outcome, output = run_on_ray(attempt, self.ws.target, run_id)
             with log.open("a") as out:
-                out.write(f"--- {datetime.now(UTC).isoformat()} attempt of {task.key}\n")
-                out.flush()
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "lakeforge.jobs._task_main", str(spec_file)],
-                    cwd=self.ws.project.directory,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                )
-                started = time.monotonic()
-                while process.poll() is None:
-                    if task.timeout_s is not None and time.monotonic() - started > task.timeout_s:
-                        _kill_group(process)
-                        return "timed_out", f"timed out after {task.timeout_s:g} s", {}
-                    if self._cancel_requested(run_id):
-                        _kill_group(process)
-                        return "canceled", "cancelled", {}
-                    time.sleep(_POLL_S / 2)
-            outcome: dict[str, Any] = (
-                json.loads(result.read_text())
-                if result.exists()
-                else {"ok": False, "error": f"task process exited with status {process.returncode}"}
-            )
-        if outcome["ok"]:
-            return "succeeded", None, dict(outcome["values"])
-        return "failed", str(outcome["error"]), {}
+                out.write(output)
+            return outcome
+        with log.open("a") as out:
+            return run_attempt(attempt, out, lambda: self._cancel_requested(run_id))
 
     def _task_update(self, run_id: int, task: str, **values: Any) -> None:
         with self.ws.state.connect_engine().begin() as conn:
@@ -612,13 +579,6 @@ def _dead_runner(runner: str | None, host: str) -> bool:
 def _notify(progress: ProgressCallback | None, task: str, status: str, detail: str) -> None:
     if progress is not None:
         progress(task, status, detail)
-
-
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    """Kill the task process and every process it started (its own process group)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
 
 
 def _render(value: Any, context: dict[str, Any]) -> Any:

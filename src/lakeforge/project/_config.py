@@ -57,6 +57,9 @@ class TargetConfig(BaseModel):
     )
     storage_options: dict[str, str] = Field(default_factory=dict)
     deployment: DeploymentPolicy = Field(default_factory=DeploymentPolicy)
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster for jobs with executor: ray (default: a local one)."
+    )
     mode: Literal["development", "production"] | None = Field(
         default=None,
         description="development: schedules paused and job names prefixed with the user "

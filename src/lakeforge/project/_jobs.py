@@ -174,6 +174,8 @@ class JobSpec(_Strict):
     tasks: list[TaskSpec]
     schedule: CronSchedule | None = None
     triggers: list[Trigger] = Field(default_factory=list)
+    executor: Literal["local", "ray"] = "local"
+    """``ray``: each task attempt runs on a Ray cluster (``targets.<t>.ray_address``)."""
     max_concurrent_runs: int = Field(default=1, ge=1)
     concurrency_policy: Literal["skip", "queue"] = "skip"
 

@@ -33,6 +33,7 @@ class Target:
     storage_options: dict[str, str] = field(default_factory=dict)
     deployment: DeploymentPolicy = field(default_factory=DeploymentPolicy)
     mode: str = "production"
+    ray_address: str | None = None
 
     @property
     def development(self) -> bool:
@@ -106,6 +107,7 @@ class Project:
             storage_options=dict(spec.storage_options),
             deployment=spec.deployment,
             mode=spec.mode or ("development" if name == "dev" else "production"),
+            ray_address=spec.ray_address,
         )
 
     def target_for_catalog(self, catalog: str) -> Target | None:
