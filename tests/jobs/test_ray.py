@@ -17,7 +17,7 @@ from lakeforge.jobs._ray import shutdown
 
 pytestmark = pytest.mark.slow
 
-PIPELINES = '''
+PIPELINES = """
 import os, subprocess, time
 from pathlib import Path
 from lakeforge.jobs import task_values
@@ -32,7 +32,7 @@ def hang(pid_file):
     child = subprocess.Popen(["sleep", "60"])
     Path(pid_file).write_text(str(child.pid))
     time.sleep(60)
-'''
+"""
 
 PROJECT = """
 name: rayproj
@@ -89,7 +89,9 @@ def test_tasks_run_on_ray_workers_and_pass_values(ray_project: Path) -> None:
     assert "attempt of first" in Path(run.tasks["first"].log_path or "").read_text()
 
 
-def test_a_timeout_on_ray_kills_the_task_and_its_children(ray_project: Path, tmp_path: Path) -> None:
+def test_a_timeout_on_ray_kills_the_task_and_its_children(
+    ray_project: Path, tmp_path: Path
+) -> None:
     with lakeforge.connect("dev", project_dir=ray_project) as ws:
         run = JobRunner(ws).run("slow_on_ray")
     assert run is not None and run.tasks["hang"].status == "timed_out"
