@@ -118,3 +118,13 @@ def stop_group(process: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError):  # workers may outlive the leader
             os.killpg(process.pid, signal.SIGKILL)
         break
+
+
+def process_gone(pid: int) -> bool:
+    """Whether a process has exited (a zombie waiting for its parent counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "State:\tZ" in status.read_text()

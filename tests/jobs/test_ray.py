@@ -14,6 +14,7 @@ import pytest
 import lakeforge
 from lakeforge.jobs import JobRunner
 from lakeforge.jobs._ray import shutdown
+from tests.conftest import process_gone as gone
 
 pytestmark = pytest.mark.slow
 
@@ -68,15 +69,6 @@ def ray_project(tmp_path: Path) -> Path:
     (folder / "pipelines.py").write_text(textwrap.dedent(PIPELINES))
     (folder / "lakeforge.yaml").write_text(PROJECT.format(tmp=tmp_path))
     return folder
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    status = Path(f"/proc/{pid}/status")
-    return status.exists() and "State:\tZ" in status.read_text()
 
 
 def test_tasks_run_on_ray_workers_and_pass_values(ray_project: Path) -> None:

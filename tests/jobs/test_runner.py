@@ -3,7 +3,6 @@ cancel and repair."""
 
 from __future__ import annotations
 
-import os
 import textwrap
 import threading
 import time
@@ -17,6 +16,7 @@ from lakeforge import Workspace
 from lakeforge.cli import main
 from lakeforge.errors import ConfigError
 from lakeforge.jobs import JobError, JobRunner, run_if_met
+from tests.conftest import process_gone
 
 PIPELINES = """
 import os, subprocess, time
@@ -152,16 +152,6 @@ def jobs_ws(jobs_project: Path) -> Iterator[Workspace]:
         yield ws
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie waiting for its parent counts as gone
-    status = Path(f"/proc/{pid}/status")
-    return not (status.exists() and "State:\tZ" in status.read_text())
-
-
 def test_a_dag_with_run_if_retries_and_task_values(jobs_ws: Workspace, tmp_path: Path) -> None:
     seen: list[tuple[str, str]] = []
     run = JobRunner(jobs_ws).run("dag", progress=lambda t, s, d: seen.append((t, s)))
@@ -195,7 +185,7 @@ def test_a_timeout_kills_the_task_and_its_children(jobs_ws: Workspace, tmp_path:
     assert "timed out after 1.5 s" in (run.tasks["slow"].error or "")
     child = int((tmp_path / "timeout-child.pid").read_text())
     time.sleep(0.2)
-    assert not alive(child)
+    assert process_gone(child)
 
 
 def test_cancel_leaves_no_orphan_processes(jobs_project: Path, tmp_path: Path) -> None:
@@ -221,7 +211,7 @@ def test_cancel_leaves_no_orphan_processes(jobs_project: Path, tmp_path: Path) -
     assert results["run"].status == "canceled"
     assert results["run"].tasks["hang"].status == "canceled"
     time.sleep(0.2)
-    assert not alive(child)
+    assert process_gone(child)
     with (
         lakeforge.connect("dev", project_dir=jobs_project) as again,
         pytest.raises(JobError, match="only running or queued"),

@@ -8,7 +8,6 @@ but nothing is blocked; ``disabled`` skips validation.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -204,7 +203,3 @@ def _record(ws: Workspace, report: ValidationReport) -> None:
         },
         actor=actor,
     )
-
-
-def summary_json(report: ValidationReport | None) -> str | None:
-    return None if report is None else json.dumps(report.summary(), sort_keys=True)
