@@ -57,6 +57,11 @@ class TargetConfig(BaseModel):
     )
     storage_options: dict[str, str] = Field(default_factory=dict)
     deployment: DeploymentPolicy = Field(default_factory=DeploymentPolicy)
+    online_store: str | None = Field(
+        default=None,
+        description="Online feature store URI: sqlite:///path (default, under the root) or "
+        "redis://host:6379/0.",
+    )
     ray_address: str | None = Field(
         default=None, description="Ray cluster for jobs with executor: ray (default: a local one)."
     )

@@ -34,6 +34,7 @@ class Target:
     deployment: DeploymentPolicy = field(default_factory=DeploymentPolicy)
     mode: str = "production"
     ray_address: str | None = None
+    online_store: str = ""
 
     @property
     def development(self) -> bool:
@@ -108,6 +109,7 @@ class Project:
             deployment=spec.deployment,
             mode=spec.mode or ("development" if name == "dev" else "production"),
             ray_address=spec.ray_address,
+            online_store=spec.online_store or f"sqlite:///{state_home / 'online.db'}",
         )
 
     def target_for_catalog(self, catalog: str) -> Target | None:

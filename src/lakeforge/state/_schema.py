@@ -207,3 +207,12 @@ deployed_resources = Table(
     Column("deployed_by", String(255), nullable=False),
     Column("deployed_at", DateTime(timezone=True), nullable=False),
 )
+
+feature_publishes = Table(
+    "feature_publishes",
+    metadata,
+    Column("feature_table", String(255), primary_key=True),
+    Column("store", String(255), primary_key=True),  # the online store URI (no password)
+    Column("version", Integer, nullable=False),  # the Delta version last published
+    Column("published_at", DateTime(timezone=True), nullable=False),
+)
