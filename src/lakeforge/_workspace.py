@@ -19,6 +19,7 @@ from lakeforge.tracking import Tracker, TrainingRun, TuningResult, evaluate, tun
 
 if TYPE_CHECKING:
     from lakeforge.deployment import Approvals, Deployment, ValidationReport
+    from lakeforge.features import FeatureTables, PublishResult, TrainingSet
 
 
 class Workspace:
@@ -47,6 +48,27 @@ class Workspace:
     def models(self) -> Registry:
         """The target's model registry, with promotion history."""
         return Registry(self.project, self.target, self.state)
+
+    @cached_property
+    def features(self) -> FeatureTables:
+        """Feature tables of this target (create, write as upsert, describe, list)."""
+        from lakeforge.features import FeatureTables
+
+        return FeatureTables(self.tables)
+
+    def create_training_set(
+        self, df: Any, feature_lookups: Any, label: Any, exclude_columns: Any = None
+    ) -> TrainingSet:
+        """A point-in-time correct training set; see :func:`lakeforge.features.create_training_set`."""
+        from lakeforge.features import create_training_set
+
+        return create_training_set(self, df, feature_lookups, label, exclude_columns)
+
+    def publish_table(self, name: str, **options: Any) -> PublishResult:
+        """Copy a feature table to the online store; see :func:`lakeforge.features.publish_table`."""
+        from lakeforge.features import publish_table
+
+        return publish_table(self, name, **options)
 
     @cached_property
     def events(self) -> Outbox:

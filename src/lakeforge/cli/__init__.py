@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from lakeforge.cli import _approvals, _data, _deploy, _events, _jobs, _models, _tables
+from lakeforge.cli import (
+    _approvals,
+    _data,
+    _deploy,
+    _events,
+    _features,
+    _jobs,
+    _models,
+    _tables,
+)
 from lakeforge.cli._context import CliState, console, err_console, sigterm_interrupts, state
 from lakeforge.cli._context import workspace as _ctx_workspace
 from lakeforge.errors import LakeforgeError
@@ -21,6 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(_tables.app, name="tables")
+app.add_typer(_features.app, name="features")
 app.add_typer(_models.app, name="models")
 app.add_typer(_models.mlflow_app, name="mlflow")
 app.add_typer(_approvals.app, name="approvals")

@@ -718,9 +718,8 @@ class Lakehouse:
     ) -> pa.Table:
         """The change data feed between two versions (``_change_type``, ``_commit_version``...)."""
         dt = self.delta(name)
-        return dt.load_cdf(
-            starting_version=starting_version, ending_version=ending_version
-        ).read_all()
+        reader = dt.load_cdf(starting_version=starting_version, ending_version=ending_version)
+        return pa.RecordBatchReader.from_stream(reader).read_all()
 
 
 def _check_unique(data: pa.Table, keys: list[str], table: TableName) -> None:

@@ -1,0 +1,187 @@
+"""The online store contract: the latest feature row per key, looked up in batches.
+
+:class:`OnlineStore` validates arguments and converts Arrow data once, here; a backend
+implements the few primitives below it (``_get_spec``, ``_put_spec``, ``_upsert``,
+``_fetch``, ``_delete``, ``tables``, ``_drop``, ``close``) and must pass
+``tests/features/online/conformance.py::check_online_store``.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+
+import pyarrow as pa
+
+from lakeforge.errors import TableNotFoundError
+from lakeforge.features.online._codec import (
+    Record,
+    Stored,
+    TableSpec,
+    check_compatible,
+    check_features,
+    check_name,
+    from_json_values,
+    keys_for_read,
+    records_for_write,
+    spec_for_write,
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(moment: datetime) -> int:
+    if moment.tzinfo is None:  # naive datetimes are read as UTC, like naive timestamp columns
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def now_micros() -> int:
+    """The current time in µs since the epoch (a row's write time)."""
+    return time.time_ns() // 1_000
+
+
+class OnlineStore(abc.ABC):
+    """Latest feature values per entity key, for low-latency serving.
+
+    Per key only the row with the newest timestamp is kept: an older, late-arriving row
+    never overwrites a newer one (on a tie the later write wins); without a timestamp
+    column the last write wins. Each table's Arrow schema is stored with it, so reads
+    return the types that were written. Use as a context manager or call :meth:`close`.
+    """
+
+    namespace: str
+
+    # -- public API -----------------------------------------------------------------------
+
+    def write(
+        self,
+        table: str,
+        rows: pa.Table,
+        *,
+        keys: list[str],
+        timestamp: str | None,
+        features: list[str],
+    ) -> int:
+        """Upsert ``rows`` into ``table`` (created on first write); return the keys changed.
+
+        The first write fixes the table's keys, timestamp column and feature types; later
+        writes must use the same names (values are cast to the stored types). One call is
+        atomic where the backend allows it.
+        """
+        check_name("table", table)
+        spec = spec_for_write(table, rows, keys=keys, timestamp=timestamp, features=features)
+        stored = self._put_spec(spec)
+        check_compatible(spec, stored)
+        records = records_for_write(rows, stored)
+        if not records:
+            return 0
+        return self._upsert(stored, records, now_micros())
+
+    def read(
+        self,
+        table: str,
+        keys_table: pa.Table,
+        *,
+        keys: list[str],
+        features: list[str] | None = None,
+        ttl: timedelta | None = None,
+        now: datetime | None = None,
+    ) -> pa.Table:
+        """Look up many keys in one call.
+
+        Returns the key columns of ``keys_table`` and the requested features (all when
+        ``features`` is None), one row per row of ``keys_table`` in the same order. Values
+        are null where the key is missing, or where the stored row's timestamp (its write
+        time, for tables without a timestamp column) is older than ``ttl`` before ``now``
+        (default: the current time; naive datetimes are UTC).
+        """
+        spec = self._require_spec(table)
+        names = check_features(spec, features)
+        encoded = keys_for_read(keys_table, keys, spec)
+        found = self._fetch(spec, encoded, names) if encoded else []
+        if ttl is not None:
+            cutoff = _micros(now or datetime.now(UTC)) - ttl // timedelta(microseconds=1)
+            found = [
+                None if row is None or (row.written if row.ts is None else row.ts) < cutoff else row
+                for row in found
+            ]
+        columns = {n: keys_table.column(n) for n in spec.keys}
+        for name in names:
+            values = [None if row is None else row.values.get(name) for row in found]
+            columns[name] = from_json_values(values, spec.schema.field(name).type)
+        return pa.table(columns)
+
+    def delete(self, table: str, keys_table: pa.Table, *, keys: list[str]) -> int:
+        """Delete the rows of the given keys; return how many existed."""
+        spec = self._require_spec(table)
+        encoded = list(dict.fromkeys(keys_for_read(keys_table, keys, spec)))
+        return self._delete(spec, encoded) if encoded else 0
+
+    def drop(self, table: str) -> None:
+        """Delete ``table`` and all its rows."""
+        self._drop(self._require_spec(table).name)
+
+    @abc.abstractmethod
+    def tables(self) -> list[str]:
+        """The names of the tables in this store's namespace, sorted."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections. The store is unusable afterwards."""
+
+    def __enter__(self) -> OnlineStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- backend primitives ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _get_spec(self, table: str) -> TableSpec | None:
+        """The stored spec of ``table``, or None when it does not exist."""
+
+    @abc.abstractmethod
+    def _put_spec(self, spec: TableSpec) -> TableSpec:
+        """Store ``spec`` unless the table exists (atomically); return the stored spec."""
+
+    @abc.abstractmethod
+    def _upsert(self, spec: TableSpec, records: Sequence[Record], written: int) -> int:
+        """Write each record unless its key holds a newer ``ts``; return the count written.
+
+        A record replaces the stored row when either has no ``ts`` or ``record.ts >=
+        stored.ts``. All records of one call are applied atomically where possible.
+        """
+
+    @abc.abstractmethod
+    def _fetch(
+        self, spec: TableSpec, keys: Sequence[str], features: Sequence[str]
+    ) -> list[Stored | None]:
+        """The stored rows of ``keys`` (None where missing), in order, in one round trip."""
+
+    @abc.abstractmethod
+    def _delete(self, spec: TableSpec, keys: Sequence[str]) -> int:
+        """Delete the rows of distinct ``keys``; return how many existed."""
+
+    @abc.abstractmethod
+    def _drop(self, table: str) -> None:
+        """Delete an existing table's rows and spec."""
+
+    def _require_spec(self, table: str) -> TableSpec:
+        spec = self._get_spec(check_name("table", table))
+        if spec is None:
+            raise TableNotFoundError(
+                f"online table {table!r} does not exist in namespace {self.namespace!r}",
+                hint=f"the tables are {self.tables()}",
+            )
+        return spec

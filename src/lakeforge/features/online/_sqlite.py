@@ -1,0 +1,154 @@
+"""The embedded online store: one SQLite file (WAL mode), one generic table of rows."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+from lakeforge.features.online._base import OnlineStore
+from lakeforge.features.online._codec import Record, Stored, TableSpec, check_name
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS online_tables (
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    PRIMARY KEY (namespace, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS online_rows (
+    namespace TEXT NOT NULL,
+    tbl TEXT NOT NULL,
+    key TEXT NOT NULL,
+    ts INTEGER,
+    written INTEGER NOT NULL,
+    vals TEXT NOT NULL,
+    PRIMARY KEY (namespace, tbl, key)
+) WITHOUT ROWID;
+"""
+
+# The timestamp guard: an existing row is replaced only by a row at least as new.
+_UPSERT = """
+INSERT INTO online_rows (namespace, tbl, key, ts, written, vals) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (namespace, tbl, key) DO UPDATE SET
+    ts = excluded.ts, written = excluded.written, vals = excluded.vals
+WHERE excluded.ts IS NULL OR online_rows.ts IS NULL OR excluded.ts >= online_rows.ts
+"""
+
+_FETCH = """
+SELECT key, ts, written, vals FROM online_rows
+WHERE namespace = ? AND tbl = ? AND key IN (SELECT value FROM json_each(?))
+"""
+
+
+class SqliteOnlineStoreConfig(BaseModel):
+    """Config of the SQLite online store (``sqlite:///path/online.db``)."""
+
+    type: Literal["sqlite"] = "sqlite"
+    path: Path
+    namespace: str
+    timeout_s: float = 30.0
+
+
+class SqliteOnlineStore(OnlineStore):
+    """Online store in a local SQLite file; safe across threads and processes."""
+
+    def __init__(self, config: SqliteOnlineStoreConfig) -> None:
+        self.config = config
+        self.namespace = check_name("namespace", config.namespace)
+        config.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(
+            config.path, timeout=config.timeout_s, isolation_level=None, check_same_thread=False
+        )
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(_SCHEMA)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; ``BEGIN IMMEDIATE`` takes the write lock up front."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def tables(self) -> list[str]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT name FROM online_tables WHERE namespace = ? ORDER BY name",
+                (self.namespace,),
+            ).fetchall()
+        return [name for (name,) in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _get_spec(self, table: str) -> TableSpec | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT spec FROM online_tables WHERE namespace = ? AND name = ?",
+                (self.namespace, table),
+            ).fetchone()
+        return None if row is None else TableSpec.from_json(table, row[0])
+
+    def _put_spec(self, spec: TableSpec) -> TableSpec:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO online_tables (namespace, name, spec) VALUES (?, ?, ?)",
+                (self.namespace, spec.name, spec.to_json()),
+            )
+            (text,) = conn.execute(
+                "SELECT spec FROM online_tables WHERE namespace = ? AND name = ?",
+                (self.namespace, spec.name),
+            ).fetchone()
+        return TableSpec.from_json(spec.name, text)
+
+    def _upsert(self, spec: TableSpec, records: Sequence[Record], written: int) -> int:
+        params = [
+            (self.namespace, spec.name, r.key, r.ts, written, json.dumps(r.values)) for r in records
+        ]
+        with self._transaction() as conn:
+            before = conn.total_changes
+            conn.executemany(_UPSERT, params)
+            return conn.total_changes - before
+
+    def _fetch(
+        self, spec: TableSpec, keys: Sequence[str], features: Sequence[str]
+    ) -> list[Stored | None]:
+        with self._lock:
+            rows = self._conn.execute(
+                _FETCH, (self.namespace, spec.name, json.dumps(list(keys)))
+            ).fetchall()
+        found = {key: Stored(ts, written, json.loads(vals)) for key, ts, written, vals in rows}
+        return [found.get(key) for key in keys]
+
+    def _delete(self, spec: TableSpec, keys: Sequence[str]) -> int:
+        with self._transaction() as conn:
+            before = conn.total_changes
+            conn.executemany(
+                "DELETE FROM online_rows WHERE namespace = ? AND tbl = ? AND key = ?",
+                [(self.namespace, spec.name, key) for key in keys],
+            )
+            return conn.total_changes - before
+
+    def _drop(self, table: str) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "DELETE FROM online_rows WHERE namespace = ? AND tbl = ?", (self.namespace, table)
+            )
+            conn.execute(
+                "DELETE FROM online_tables WHERE namespace = ? AND name = ?",
+                (self.namespace, table),
+            )
