@@ -160,5 +160,7 @@ def test_features_cli(fs_ws: Workspace, capsys: pytest.CaptureFixture[str]) -> N
     described = run("features", "describe", "dev.fs.weather")
     assert "lookup keys: origin" in described and "timestamp key: ts" in described
     assert "air temperature, F" in described
-    assert "snapshot up to version 1, 3 row(s) written" in run("features", "publish", "dev.fs.weather")
+    assert "snapshot up to version 1, 3 row(s) written" in run(
+        "features", "publish", "dev.fs.weather"
+    )
     assert "is not a feature table" in run("features", "describe", "dev.system.quality_log", code=1)
