@@ -100,9 +100,23 @@ class Workspace:
         """An MLflow run with lineage; see :meth:`lakeforge.tracking.Tracker.start_run`."""
         return self.tracking.start_run(pipeline, **options)
 
-    def log_model(self, model: Any, name: str, **options: Any) -> Any:
-        """Log and register a model on the active run; see :meth:`Tracker.log_model`."""
+    def log_model(self, model: Any, name: str, *, training_set: Any = None, **options: Any) -> Any:
+        """Log and register a model on the active run; see :meth:`Tracker.log_model`.
+
+        With ``training_set`` the model is packaged with its feature spec and scores from
+        keys alone (see :func:`lakeforge.features.score_batch`).
+        """
+        if training_set is not None:
+            from lakeforge.features._models import log_feature_model
+
+            return log_feature_model(self, model, name, training_set=training_set, **options)
         return self.tracking.log_model(model, name, **options)
+
+    def score_batch(self, model_uri: str, df: Any, **options: Any) -> Any:
+        """Score rows carrying keys; a feature-aware model looks its features up."""
+        from lakeforge.features._models import score_batch
+
+        return score_batch(self, model_uri, df, **options)
 
     def tune(self, objective: Any, space: Any, **options: Any) -> TuningResult:
         """Tune with Optuna, each trial a nested run; see :func:`lakeforge.tracking.tune`."""

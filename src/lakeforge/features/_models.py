@@ -1,0 +1,234 @@
+"""Feature-aware models: a model packaged with its feature spec, scored from keys alone.
+
+``log_model(model, name, training_set=ts)`` wraps the trained model in an MLflow pyfunc
+that carries ``feature_spec.json``. Scoring (``score_batch``, or the pyfunc itself
+loaded in any process that knows the project and target) looks the features up with
+the same point-in-time code as training; columns already in the input override the
+looked-up values.
+
+The scoring process finds the project from ``$LAKEFORGE_PROJECT_DIR`` (else the current
+folder) and the target from ``$LAKEFORGE_TARGET`` (else the project's default).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import mlflow
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from mlflow.pyfunc.model import PythonModel
+
+from lakeforge.errors import LakeforgeError
+from lakeforge.features._lookups import FeatureFunction, FeatureLookup
+from lakeforge.features._training import TrainingSet, create_training_set
+from lakeforge.lakehouse._arrow import materialize, to_arrow
+
+if TYPE_CHECKING:
+    from lakeforge._workspace import Workspace
+
+SPEC_FILE = "feature_spec.json"
+PROJECT_ENV = "LAKEFORGE_PROJECT_DIR"
+TAG_FEATURE_TABLES = "lakeforge.feature_tables"
+
+
+def lookups_from_spec(
+    spec: dict[str, Any], present: set[str]
+) -> list[FeatureLookup | FeatureFunction]:
+    """The lookups of a feature spec, without the features the input already provides."""
+    found: list[FeatureLookup | FeatureFunction] = []
+    for lookup in spec["lookups"]:
+        features = [f for f in lookup["features"] if f["output_name"] not in present]
+        if not features:
+            continue
+        window = lookup["lookback_window_seconds"]
+        found.append(
+            FeatureLookup(
+                table_name=lookup["table_name"],
+                lookup_key=lookup["lookup_key"],
+                timestamp_lookup_key=lookup["timestamp_lookup_key"],
+                lookback_window=None if window is None else timedelta(seconds=window),
+                feature_names=[f["name"] for f in features],
+                rename_outputs={
+                    f["name"]: f["output_name"] for f in features if f["output_name"] != f["name"]
+                }
+                or None,
+                default_values={
+                    f["name"]: f["default"] for f in features if f["default"] is not None
+                }
+                or None,
+            )
+        )
+    found += [
+        FeatureFunction(f["udf_name"], f["input_bindings"], f["output_name"])
+        for f in spec["functions"]
+        if f["output_name"] not in present
+    ]
+    return found
+
+
+def feature_frame(ws: Workspace, spec: dict[str, Any], df: Any) -> pd.DataFrame:
+    """The model's input columns for ``df``: looked up, unless ``df`` already has them."""
+    data = _aware_timestamps(ws, spec, materialize(to_arrow(df, what="scoring input")))
+    lookups = lookups_from_spec(spec, set(data.column_names))
+    if not lookups:
+        return data.to_pandas()
+    frame = create_training_set(ws, data, lookups, label=None).load_df(format="pandas")
+    assert isinstance(frame, pd.DataFrame)
+    return frame
+
+
+def _aware_timestamps(ws: Workspace, spec: dict[str, Any], data: pa.Table) -> pa.Table:
+    """Naive lookup timestamps are UTC (MLflow signatures carry no time zone)."""
+    for lookup in spec["lookups"]:
+        column = lookup["timestamp_lookup_key"]
+        if column is None or column not in data.column_names:
+            continue
+        kind = data.schema.field(column).type
+        table_type = ws.tables.schema(lookup["table_name"]).field(lookup["timestamp_key"]).type
+        if pa.types.is_timestamp(kind) and kind.tz is None and table_type.tz is not None:
+            index = data.schema.get_field_index(column)
+            data = data.set_column(
+                index, column, pc.cast(data.column(column), pa.timestamp(kind.unit, tz="UTC"))
+            )
+    return data
+
+
+def _naive_utc(frame: pd.DataFrame) -> pd.DataFrame:
+    """An input example MLflow can put in a signature: time-zone-aware columns as naive UTC."""
+    frame = frame.copy()
+    for column in frame.columns:
+        if isinstance(frame[column].dtype, pd.DatetimeTZDtype):
+            frame[column] = frame[column].dt.tz_convert("UTC").dt.tz_localize(None)
+    return frame
+
+
+def _model_columns(spec: dict[str, Any]) -> list[str]:
+    excluded = set(spec["label"]) | set(spec["exclude_columns"])
+    return [c for c in spec["model_columns"] if c not in excluded]
+
+
+class FeatureAwareModel(PythonModel):
+    """Looks features up for the keys it is given, then calls the trained model.
+
+    It opens the project from ``$LAKEFORGE_PROJECT_DIR`` (else the project it was
+    trained in) on ``$LAKEFORGE_TARGET`` (else the target it was trained on).
+    """
+
+    def load_context(self, context: Any) -> None:
+        self.spec = json.loads(Path(context.artifacts["feature_spec"]).read_text())
+        self.inner = mlflow.pyfunc.load_model(context.artifacts["inner_model"])
+
+    # No type hints on purpose: MLflow reads them as a (list[...]-only) input schema.
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        from lakeforge._workspace import connect
+
+        project = os.environ.get(PROJECT_ENV) or self.spec["project_dir"]
+        target = os.environ.get("LAKEFORGE_TARGET") or self.spec["target"]
+        with connect(target, project_dir=project) as ws:
+            frame = feature_frame(ws, self.spec, model_input)
+        return self.inner.predict(frame[_model_columns(self.spec)])
+
+
+def log_feature_model(
+    ws: Workspace,
+    model: Any,
+    name: str,
+    *,
+    training_set: TrainingSet,
+    input_example: Any = None,
+    **flavor_options: Any,
+) -> Any:
+    """Log ``model`` with ``training_set``'s feature spec as a feature-aware pyfunc version."""
+    from lakeforge.tracking._runs import _flavor
+
+    spec = training_set.feature_spec
+    features = training_set.load_df(format="pandas")
+    assert isinstance(features, pd.DataFrame)
+    excluded = set(training_set.label) | set(training_set.exclude_columns)
+    fitted = getattr(model, "feature_names_in_", None)  # scikit-learn knows what it was fit on
+    model_columns = (
+        [str(c) for c in fitted]
+        if fitted is not None
+        else [c for c in training_set.columns if c not in excluded]
+    )
+    spec |= {
+        "model_columns": model_columns,
+        "project_dir": str(ws.project.directory),
+        "target": ws.target.name,
+    }
+    keys = [c for c in spec["input_columns"] if c not in set(training_set.label)]
+    example = _naive_utc(features[keys].head(5)) if input_example is None else input_example
+    flavor, model_arg = _flavor(model)
+    with tempfile.TemporaryDirectory(prefix="lf-fmodel-") as tmp:
+        inner = Path(tmp) / "inner"
+        flavor.save_model(**{model_arg: model}, path=str(inner), **flavor_options)
+        spec_file = Path(tmp) / SPEC_FILE
+        spec_file.write_text(json.dumps(spec, indent=2, sort_keys=True))
+        signature = mlflow.models.infer_signature(
+            example, model.predict(features[model_columns].head(len(example)))
+        )
+        tables = sorted({lookup["table_name"] for lookup in spec["lookups"]})
+        return ws.tracking.log_model(
+            FeatureAwareModel(),
+            name,
+            input_example=example,
+            signature=signature,
+            artifacts={"inner_model": str(inner), "feature_spec": str(spec_file)},
+            tags={TAG_FEATURE_TABLES: json.dumps(tables)},
+            pip_requirements=[f"mlflow=={mlflow.__version__}", *_inner_requirements(inner)],
+        )
+
+
+def _inner_requirements(path: Path) -> list[str]:
+    requirements = path / "requirements.txt"
+    if not requirements.exists():
+        return []
+    return [
+        line
+        for line in requirements.read_text().splitlines()
+        if line.strip() and not line.startswith("mlflow")
+    ]
+
+
+def score_batch(
+    ws: Workspace, model_uri: str, df: Any, *, result_column: str = "prediction"
+) -> pd.DataFrame:
+    """Score rows that carry only keys (and lookup timestamps): features are looked up.
+
+    Returns the input with ``result_column`` added. Columns present in ``df`` override
+    looked-up feature values.
+    """
+    from lakeforge.tracking import use_target
+
+    data = materialize(to_arrow(df, what="score_batch input"))
+    with use_target(ws.target):
+        model = mlflow.pyfunc.load_model(model_uri)
+    previous = {k: os.environ.get(k) for k in (PROJECT_ENV, "LAKEFORGE_TARGET")}
+    os.environ[PROJECT_ENV], os.environ["LAKEFORGE_TARGET"] = (
+        str(ws.project.directory),
+        ws.target.name,
+    )
+    try:
+        predictions = model.predict(_naive_utc(data.to_pandas()))
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    if result_column in data.column_names:
+        raise LakeforgeError(f"score_batch input already has a column {result_column!r}")
+    out = data.to_pandas()
+    out[result_column] = (
+        list(predictions)
+        if not isinstance(predictions, pd.DataFrame)
+        else predictions.iloc[:, 0].to_list()
+    )
+    return out
