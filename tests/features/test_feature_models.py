@@ -90,6 +90,10 @@ def test_score_batch_from_keys_alone_matches_training(fs_project: Path) -> None:
         assert list(forced["prediction"]) == list(model.predict(manual))
         lineage = ws.models.lineage(uri.removeprefix("models:/"))
         assert lineage.feature_tables == ["dev.fs.weather"]
+        version = int(uri.rsplit("/", 1)[1])
+        assert ("dev.ml.weather_late", version, FEATURES) in ws.models.versions_using(
+            "dev.fs.weather"
+        )
 
 
 def test_the_packaged_model_scores_in_a_fresh_process(fs_project: Path, tmp_path: Path) -> None:

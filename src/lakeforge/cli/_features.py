@@ -38,6 +38,12 @@ def describe(ctx: typer.Context, name: NameArg) -> None:
     for feature, text in info.features.items():
         table.add_row(feature, str(info.schema.field(feature).type), text or "")
     console.print(table)
+    ws = workspace(ctx)
+    users = ws.models.versions_using(str(info.name))
+    for model, version, features in users:
+        console.print(f"used by {model} v{version}: {', '.join(features)}")
+    if not users:
+        console.print("used by no registered model version yet")
 
 
 @app.command()

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 SPEC_FILE = "feature_spec.json"
 PROJECT_ENV = "LAKEFORGE_PROJECT_DIR"
 TAG_FEATURE_TABLES = "lakeforge.feature_tables"
+TAG_FEATURES = "lakeforge.features"  # {feature table: [features the model uses]}
 
 
 def lookups_from_spec(
@@ -174,14 +175,19 @@ def log_feature_model(
         signature = mlflow.models.infer_signature(
             example, model.predict(features[model_columns].head(len(example)))
         )
-        tables = sorted({lookup["table_name"] for lookup in spec["lookups"]})
+        used: dict[str, list[str]] = {}
+        for lookup in spec["lookups"]:
+            used.setdefault(lookup["table_name"], []).extend(f["name"] for f in lookup["features"])
         return ws.tracking.log_model(
             FeatureAwareModel(),
             name,
             input_example=example,
             signature=signature,
             artifacts={"inner_model": str(inner), "feature_spec": str(spec_file)},
-            tags={TAG_FEATURE_TABLES: json.dumps(tables)},
+            tags={
+                TAG_FEATURE_TABLES: json.dumps(sorted(used)),
+                TAG_FEATURES: json.dumps(used, sort_keys=True),
+            },
             pip_requirements=[f"mlflow=={mlflow.__version__}", *_inner_requirements(inner)],
         )
 

@@ -161,6 +161,17 @@ class Registry:
         found = self.client.search_model_versions(f"name='{model}'")
         return sorted(found, key=lambda v: int(v.version), reverse=True)
 
+    def versions_using(
+        self, feature_table: str
+    ) -> builtins.list[tuple[str, int, builtins.list[str]]]:
+        """Model versions that look features up in ``feature_table``: (model, version, features)."""
+        found = []
+        for version in self.client.search_model_versions():
+            used = json.loads(version.tags.get("lakeforge.features", "{}"))
+            if feature_table in used:
+                found.append((version.name, int(version.version), list(used[feature_table])))
+        return sorted(found)
+
     def aliases(self, name: str) -> dict[str, int]:
         return {alias: int(v) for alias, v in self._model(name).aliases.items()}
 
