@@ -35,6 +35,17 @@ def test_demo_walks_the_lakehouse_on_real_flights(tmp_path: Path) -> None:
         ws.sql("SELECT sum(flights) AS n FROM dev.gold.carrier_delays").column("n")[0].as_py()
         == 327_346
     )
+    # training, registry, deployment through dev's policy, copy to staging
+    assert "registered dev.ml.flight_delay v1" in text
+    assert "validation pass: lineage" in text and "deployment: " in text
+    assert "copied to staging as staging.ml.flight_delay v1" in text
+    lineage = ws.models.lineage("dev.ml.flight_delay/1")
+    assert lineage.commit and lineage.data_versions == {"dev.silver.flights": 0}
+    assert "alias.moved" in text and "model_version.created" in text
+    # jobs: deployed with a development-mode name, run, and fired again by a table update
+    assert '+ job refresh_gold as "[dev ' in text
+    assert "task values {'carriers': 16}" in text
+    assert "trigger table_update:dev.silver.airlines fired run 2: succeeded" in text
     # `lakeforge demo` again, as `make demo` runs it, starts from scratch: same result
     again = subprocess.run(
         [sys.executable, "-m", "lakeforge", "demo", "--dir", str(tmp_path / "demo")],

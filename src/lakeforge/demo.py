@@ -123,10 +123,14 @@ def train_model(ws: Workspace, console: Console) -> None:
     console.print(
         f"  deployment: {deployment.outcome} (policy: approval {ws.target.deployment.approval})"
     )
-    copied = ws.models.copy(f"{MODEL}@champion", to="staging", reason="deploy-models demo")
+    if deployment.outcome != "champion":  # e.g. latency measured on a very busy machine
+        console.print(
+            f"  [yellow]not promoted[/yellow]: {', '.join(deployment.report.failed_checks)}"
+        )
+    copied = ws.models.copy(f"{MODEL}/{version.version}", to="staging", reason="deploy-models demo")
     console.print(
-        f"  copied to staging as {copied.name} v{copied.version}; prod needs a "
-        "manual approval (lakeforge approvals approve ID)"
+        f"  copied to staging as {copied.name} v{copied.version}; prod needs a manual "
+        "approval (lakeforge approvals approve ID)"
     )
     for event in ws.models.history(MODEL):
         console.print(
@@ -145,7 +149,7 @@ DEMO_POLICY = """\
           signature: true
           lineage: true
           metrics: {test_roc_auc: {min: 0.75}}
-          max_latency_p95_ms: 100
+          max_latency_p95_ms: 250
         champion:
           sql: >
             SELECT dep_delay, distance, hour, month, sched_dep_time, (arr_delay > 15)::INT AS late

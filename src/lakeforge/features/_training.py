@@ -35,7 +35,7 @@ from lakeforge.errors import LakeforgeError, SchemaMismatchError
 from lakeforge.features._lookups import FeatureFunction, FeatureLookup, get_function
 from lakeforge.features._tables import FeatureTableInfo, FeatureTables, lakehouse_of
 from lakeforge.lakehouse._arrow import to_arrow
-from lakeforge.lakehouse._sql import connect
+from lakeforge.lakehouse._sql import connect, register_snapshot
 from lakeforge.lakehouse._tables import Lakehouse, WriteMode, WriteResult
 
 _ROW = "__lf_row"
@@ -190,8 +190,8 @@ class TrainingSet:
         con.execute("SET TimeZone = 'UTC'")
         con.register(_LABELS, self._labels_with_rows())
         for i, plan in enumerate(self._plans):
-            con.register(
-                f"__lf_table{i}", self._lakehouse.scan(plan.info.name, version=plan.info.version)
+            register_snapshot(
+                con, f"__lf_table{i}", self._lakehouse, plan.info.name, version=plan.info.version
             )
         sql = f"SELECT * FROM ({self._sql}) ORDER BY {_ROW}" if ordered else self._sql
         try:

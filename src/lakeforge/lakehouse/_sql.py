@@ -215,26 +215,12 @@ class SqlSession:
             con.close()
 
     def _register(self, con: duckdb.DuckDBPyConnection, scans: dict[str, TableRef]) -> None:
-        """Expose each referenced snapshot to DuckDB as a view, then lock file access down.
-
-        Plain local snapshots are read by DuckDB's own parallel Parquet reader; others
-        (partitioned, remote, deletion vectors) through delta-rs's Arrow dataset.
-        """
+        """Expose each referenced snapshot to DuckDB as a view, then lock file access down."""
         allowed: list[str] = []
         for view, ref in scans.items():
-            native = self.lakehouse.parquet_snapshot(ref.name, version=ref.version, as_of=ref.as_of)
-            if native is None:
-                con.register(
-                    view, self.lakehouse.scan(ref.name, version=ref.version, as_of=ref.as_of)
-                )
-                continue
-            files, schema = native
-            columns = ", ".join(_quote_ident(c) for c in schema.names)
-            con.execute(
-                f"CREATE TEMP VIEW {view} AS SELECT {columns} FROM "
-                f"read_parquet({_string_list(files)}, union_by_name = true)"
+            allowed += register_snapshot(
+                con, view, self.lakehouse, ref.name, version=ref.version, as_of=ref.as_of
             )
-            allowed += files
         if allowed:
             con.execute(f"SET allowed_paths = {_string_list(allowed)}")
         con.execute("SET enable_external_access = false")
@@ -294,6 +280,34 @@ class SqlSession:
                 f"has {len(columns)} ({', '.join(columns)})"
             )
         return data.rename_columns(columns[: data.num_columns])
+
+
+def register_snapshot(
+    con: duckdb.DuckDBPyConnection,
+    view: str,
+    lakehouse: Lakehouse,
+    name: TableName | str,
+    *,
+    version: int | None = None,
+    as_of: datetime | None = None,
+) -> list[str]:
+    """Make a table snapshot scannable by DuckDB as ``view``; the local files it reads.
+
+    Plain local snapshots are read by DuckDB's own parallel Parquet reader (DuckDB
+    reads an Arrow dataset as one stream); others (partitioned, remote, deletion
+    vectors) through delta-rs's Arrow dataset.
+    """
+    native = lakehouse.parquet_snapshot(name, version=version, as_of=as_of)
+    if native is None:
+        con.register(view, lakehouse.scan(name, version=version, as_of=as_of))
+        return []
+    files, schema = native
+    columns = ", ".join(_quote_ident(c) for c in schema.names)
+    con.execute(
+        f"CREATE TEMP VIEW {view} AS SELECT {columns} FROM "
+        f"read_parquet({_string_list(files)}, union_by_name = true)"
+    )
+    return files
 
 
 def _quote_ident(name: str) -> str:
