@@ -16,13 +16,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, select
 
 from lakeforge._identity import current_user
 from lakeforge.errors import LakeforgeError, SchemaMismatchError, TableNameError
 from lakeforge.lakehouse import TableName, parse_columns
 from lakeforge.project._jobs import JobSpec, TableSpec
-from lakeforge.state import deployed_resources, job_settings
+from lakeforge.state import deployed_resources, job_settings, upsert
 
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace
@@ -300,24 +300,11 @@ def _upsert_record(conn: Connection, change: Change) -> None:
         "deployed_by": current_user(),
         "deployed_at": datetime.now(UTC),
     }
-    done = conn.execute(
-        update(deployed_resources)
-        .where(deployed_resources.c.kind == change.kind, deployed_resources.c.name == change.name)
-        .values(**values)
-    ).rowcount
-    if not done:
-        conn.execute(
-            insert(deployed_resources).values(kind=change.kind, name=change.name, **values)
-        )
+    upsert(conn, deployed_resources, {"kind": change.kind, "name": change.name}, values)
 
 
 def _set_paused(conn: Connection, job: str, paused: bool) -> None:
-    now = datetime.now(UTC)
-    done = conn.execute(
-        update(job_settings).where(job_settings.c.job == job).values(paused=paused, updated_at=now)
-    ).rowcount
-    if not done:
-        conn.execute(insert(job_settings).values(job=job, paused=paused, updated_at=now))
+    upsert(conn, job_settings, {"job": job}, {"paused": paused, "updated_at": datetime.now(UTC)})
 
 
 # -- rendering ------------------------------------------------------------------------

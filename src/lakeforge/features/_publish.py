@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
 
 from lakeforge.features._tables import FeatureTableInfo, FeatureTables
 from lakeforge.features.online import OnlineStore, open_online_store
 from lakeforge.lakehouse import TableName
 from lakeforge.lakehouse._sql import query_dataset
-from lakeforge.state import feature_publishes
+from lakeforge.state import feature_publishes, upsert
 
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace
@@ -180,19 +180,13 @@ def _last_published(ws: Workspace, table: str) -> int | None:
 
 
 def _record(ws: Workspace, table: str, version: int) -> None:
-    now, store = datetime.now(UTC), _store_id(ws)
     with ws.state.connect_engine().begin() as conn:
-        done = conn.execute(
-            update(feature_publishes)
-            .where(feature_publishes.c.feature_table == table, feature_publishes.c.store == store)
-            .values(version=version, published_at=now)
-        ).rowcount
-        if not done:
-            conn.execute(
-                insert(feature_publishes).values(
-                    feature_table=table, store=store, version=version, published_at=now
-                )
-            )
+        upsert(
+            conn,
+            feature_publishes,
+            {"feature_table": table, "store": _store_id(ws)},
+            {"version": version, "published_at": datetime.now(UTC)},
+        )
 
 
 def _store_id(ws: Workspace) -> str:

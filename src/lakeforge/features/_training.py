@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 from lakeforge.errors import LakeforgeError, SchemaMismatchError
 from lakeforge.features._lookups import FeatureFunction, FeatureLookup, get_function
 from lakeforge.features._tables import FeatureTableInfo, FeatureTables, lakehouse_of
-from lakeforge.lakehouse._arrow import to_arrow
+from lakeforge.lakehouse._arrow import to_arrow, type_kind
 from lakeforge.lakehouse._sql import connect, register_snapshot
 from lakeforge.lakehouse._tables import Lakehouse, WriteMode, WriteResult
 
@@ -58,26 +58,6 @@ class _Plan:
 
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def _kind(t: pa.DataType) -> str:
-    if pa.types.is_dictionary(t):
-        return _kind(t.value_type)
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
-        return "string"
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
-        return "binary"
-    if pa.types.is_integer(t):
-        return "integer"
-    if pa.types.is_floating(t):
-        return "float"
-    if pa.types.is_timestamp(t):
-        return "timestamp with time zone" if t.tz else "timestamp"
-    if pa.types.is_date(t):
-        return "date"
-    if pa.types.is_decimal(t):
-        return "decimal"
-    return str(t)
 
 
 def _jsonable(value: Any) -> Any:
@@ -332,7 +312,7 @@ def _plan(
                 f"(columns: {', '.join(schema.names)})"
             )
         have, want = schema.field(column).type, info.schema.field(table_key).type
-        if _kind(have) != _kind(want):
+        if type_kind(have) != type_kind(want):
             raise SchemaMismatchError(
                 f"{where}: lookup key column {column!r} has type {have} but the feature "
                 f"table's key {table_key!r} has type {want}"
@@ -350,7 +330,7 @@ def _plan(
                 f"(columns: {', '.join(schema.names)})"
             )
         have, want = schema.field(ts).type, info.schema.field(info.timestamp_key).type
-        if _kind(have) != _kind(want):
+        if type_kind(have) != type_kind(want):
             raise SchemaMismatchError(
                 f"{where}: timestamp lookup column {ts!r} has type {have} but the timestamp "
                 f"key {info.timestamp_key!r} has type {want}"

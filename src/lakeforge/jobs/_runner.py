@@ -23,7 +23,7 @@ from lakeforge.errors import LakeforgeError
 from lakeforge.events import JOB_FINISHED, Outbox
 from lakeforge.jobs._process import AttemptSpec, Outcome, run_attempt
 from lakeforge.project._jobs import JobSpec, RunIf, TaskSpec
-from lakeforge.state import as_utc, job_runs, job_settings, task_runs, trigger_fires
+from lakeforge.state import as_utc, job_runs, job_settings, task_runs, trigger_fires, upsert
 from lakeforge.tracking import git_info
 
 if TYPE_CHECKING:
@@ -161,15 +161,7 @@ class JobRunner:
     def set_paused(self, job: str, paused: bool) -> None:
         self.spec(job)
         with self.ws.state.connect_engine().begin() as conn:
-            done = conn.execute(
-                update(job_settings)
-                .where(job_settings.c.job == job)
-                .values(paused=paused, updated_at=_utcnow())
-            ).rowcount
-            if not done:
-                conn.execute(
-                    insert(job_settings).values(job=job, paused=paused, updated_at=_utcnow())
-                )
+            upsert(conn, job_settings, {"job": job}, {"paused": paused, "updated_at": _utcnow()})
 
     # -- running --------------------------------------------------------------------------
 

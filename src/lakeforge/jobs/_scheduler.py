@@ -38,7 +38,7 @@ from lakeforge.project._jobs import (
     MonitorAlertTrigger,
     TableUpdateTrigger,
 )
-from lakeforge.state import as_utc, deployed_resources, leases, trigger_state
+from lakeforge.state import as_utc, deployed_resources, leases, trigger_state, upsert
 
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace
@@ -199,19 +199,13 @@ class Scheduler:
         return None if value is None else str(value)
 
     def _save(self, job: str, trigger: str, cursor: str) -> None:
-        now = self._now()
         with self.ws.state.connect_engine().begin() as conn:
-            done = conn.execute(
-                update(trigger_state)
-                .where(trigger_state.c.job == job, trigger_state.c.trigger == trigger)
-                .values(cursor=cursor, updated_at=now)
-            ).rowcount
-            if not done:
-                conn.execute(
-                    insert(trigger_state).values(
-                        job=job, trigger=trigger, cursor=cursor, updated_at=now
-                    )
-                )
+            upsert(
+                conn,
+                trigger_state,
+                {"job": job, "trigger": trigger},
+                {"cursor": cursor, "updated_at": self._now()},
+            )
 
     def _cron(self, job: str, schedule: CronSchedule) -> tuple[Due, str]:
         from croniter import croniter

@@ -41,7 +41,10 @@ def materialize(data: ArrowData) -> pa.Table:
     return data.read_all() if isinstance(data, pa.RecordBatchReader) else data
 
 
-def _kind(t: pa.DataType) -> str:
+def type_kind(t: pa.DataType) -> str:
+    """The family of an Arrow type (string encodings, integer widths... are one kind)."""
+    if pa.types.is_dictionary(t):
+        return type_kind(t.value_type)
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
         return "string"
     if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
@@ -70,7 +73,7 @@ def can_cast(source: pa.DataType, target: pa.DataType) -> bool:
     """
     if source == target or pa.types.is_null(source):
         return True
-    src, dst = _kind(source), _kind(target)
+    src, dst = type_kind(source), type_kind(target)
     if src == "int" and dst == "int":
         return source.bit_width <= target.bit_width and (
             pa.types.is_signed_integer(target) or pa.types.is_unsigned_integer(source)

@@ -18,7 +18,7 @@ from lakeforge.state._schema import (
     trigger_state,
     webhook_deliveries,
 )
-from lakeforge.state._store import StateStore, as_utc, head_revision
+from lakeforge.state._store import StateStore, as_utc, head_revision, upsert
 
 __all__ = [
     "StateStore",
@@ -39,5 +39,6 @@ __all__ = [
     "task_runs",
     "trigger_fires",
     "trigger_state",
+    "upsert",
     "webhook_deliveries",
 ]
