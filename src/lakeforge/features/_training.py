@@ -92,7 +92,30 @@ class TrainingSet:
         names += [o for p in plans for o in p.outputs] + [f.output_name for f in functions]
         #: The columns of the result, in order.
         self.columns: list[str] = [n for n in names if n not in exclude_columns]
+        self._unique = [self._unique_rows(plan) for plan in plans]
         self._sql = self._build_sql()
+
+    def _unique_rows(self, plan: _Plan) -> bool:
+        """Whether a point-in-time lookup's table has one row per (key, timestamp).
+
+        Then the equal-timestamp rule has nothing to resolve and the join skips the
+        deduplicating window over the whole table (a hash aggregate is much cheaper).
+        """
+        ts = plan.info.timestamp_key
+        if plan.lookup.timestamp_lookup_key is None or ts is None:
+            return False
+        con = connect()
+        try:
+            register_snapshot(
+                con, "__lf_check", self._lakehouse, plan.info.name, version=plan.info.version
+            )
+            group = ", ".join(_q(c) for c in [*plan.info.lookup_keys, ts])
+            found = con.sql(
+                f"SELECT EXISTS (SELECT 1 FROM __lf_check GROUP BY {group} HAVING count(*) > 1)"
+            ).fetchall()
+        finally:
+            con.close()
+        return not found[0][0]
 
     # -- the query --------------------------------------------------------------------
 
@@ -118,10 +141,12 @@ class TrainingSet:
             else:
                 order = ([f"{_q(ts)} DESC"] if ts is not None else []) + tiebreak
             order_sql = ", ".join(order) or "1"
-            ctes.append(
-                f"{alias} AS (SELECT {', '.join(cols)} FROM __lf_table{i} "
-                f"QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY {order_sql}) = 1)"
+            dedupe = (
+                ""
+                if self._unique[i]
+                else f"QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY {order_sql}) = 1"
             )
+            ctes.append(f"{alias} AS (SELECT {', '.join(cols)} FROM __lf_table{i} {dedupe})")
             on = [f"{_LABELS}.{_q(k)} = {alias}.__k{j}" for j, k in enumerate(lookup.lookup_keys)]
             if lookup.timestamp_lookup_key is not None:
                 label_ts = f"{_LABELS}.{_q(lookup.timestamp_lookup_key)}"
