@@ -28,6 +28,13 @@ from lakeforge.lakehouse import expect, expect_or_drop, expect_or_fail
 from lakeforge.lakehouse._ingest import IngestReport
 from lakeforge.project import init_project
 
+GOLD_SQL = """CREATE OR REPLACE TABLE dev.gold.carrier_delays AS
+SELECT f.carrier, a.name, count(*) AS flights,
+       round(avg(f.arr_delay), 1) AS avg_arr_delay,
+       round(avg(CASE WHEN f.arr_delay > 15 THEN 1 ELSE 0 END), 3) AS late_share
+FROM dev.silver.flights f JOIN dev.silver.airlines a USING (carrier)
+GROUP BY ALL ORDER BY avg_arr_delay DESC"""
+
 SILVER_RULES = [
     expect_or_fail("known_carrier", "carrier IS NOT NULL AND length(carrier) = 2"),
     expect_or_drop("flew", "dep_time IS NOT NULL AND arr_time IS NOT NULL"),
@@ -189,21 +196,13 @@ def _commit(folder: Path) -> None:
 DEMO_PIPELINES = '''"""Tasks of the demo's jobs: plain functions, run by the jobs engine."""
 
 import lakeforge
+from lakeforge.demo import GOLD_SQL
 
 
 def carrier_delays() -> dict:
     """Rebuild the gold table of delays by carrier; its Delta version is the task value."""
     ws = lakeforge.connect()
-    result = ws.sql(
-        """
-        CREATE OR REPLACE TABLE dev.gold.carrier_delays AS
-        SELECT f.carrier, a.name, count(*) AS flights,
-               round(avg(f.arr_delay), 1) AS avg_arr_delay,
-               round(avg(CASE WHEN f.arr_delay > 15 THEN 1 ELSE 0 END), 3) AS late_share
-        FROM dev.silver.flights f JOIN dev.silver.airlines a USING (carrier)
-        GROUP BY ALL ORDER BY avg_arr_delay DESC""",
-        read_only=False,
-    )
+    result = ws.sql(GOLD_SQL, read_only=False)
     return {"version": result.column("version")[0].as_py()}
 
 
@@ -311,16 +310,7 @@ def run_demo(directory: Path, console: Console | None = None) -> Workspace:
     )
 
     console.print(Rule("3. Gold tables with SQL"))
-    ws.sql(
-        """
-        CREATE OR REPLACE TABLE dev.gold.carrier_delays AS
-        SELECT f.carrier, a.name, count(*) AS flights,
-               round(avg(f.arr_delay), 1) AS avg_arr_delay,
-               round(avg(CASE WHEN f.arr_delay > 15 THEN 1 ELSE 0 END), 3) AS late_share
-        FROM dev.silver.flights f JOIN dev.silver.airlines a USING (carrier)
-        GROUP BY ALL ORDER BY avg_arr_delay DESC""",
-        read_only=False,
-    )
+    ws.sql(GOLD_SQL, read_only=False)
     _show(console, ws, "Delays by carrier", "SELECT * FROM dev.gold.carrier_delays", rows=16)
 
     console.print(Rule("4. Time travel, upsert and restore"))

@@ -477,7 +477,8 @@ class JobRunner:
             status, error, values = outcome.status, outcome.error, outcome.values
             if status in ("succeeded", "canceled"):
                 break
-            _notify(progress, task.key, status, error or "")
+            if attempt < task.retries:  # the final outcome is reported once, below
+                _notify(progress, task.key, status, error or "")
         self._task_update(
             run_id,
             task.key,
