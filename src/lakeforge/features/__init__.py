@@ -1,5 +1,7 @@
 """The feature store: feature tables, point-in-time training sets, and the online store."""
 
+from typing import TYPE_CHECKING
+
 from lakeforge.features._lookups import (
     FeatureFunction,
     FeatureLookup,
@@ -10,7 +12,11 @@ from lakeforge.features._publish import PublishResult, online_store, publish_tab
 from lakeforge.features._tables import FeatureTableInfo, FeatureTables
 from lakeforge.features._training import TrainingSet, create_training_set
 
+if TYPE_CHECKING:
+    from lakeforge.features._models import FeatureAwareModel
+
 __all__ = [
+    "FeatureAwareModel",
     "FeatureFunction",
     "FeatureLookup",
     "FeatureTableInfo",
@@ -23,3 +29,12 @@ __all__ = [
     "publish_table",
     "register_function",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Import :class:`FeatureAwareModel` lazily: it needs MLflow, the rest does not."""
+    if name == "FeatureAwareModel":
+        from lakeforge.features._models import FeatureAwareModel
+
+        return FeatureAwareModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -133,3 +133,19 @@ class FeatureFunction:
         """The function's output over the columns of ``frame``."""
         fn, _ = get_function(self.udf_name)
         return fn(**{param: frame[column] for param, column in self.input_bindings.items()})
+
+    def compute(self, frame: pd.DataFrame, type: pa.DataType | None = None) -> pa.Array:
+        """:meth:`apply` as Arrow, of ``type`` (default: the registered return type)."""
+        return pa.array(
+            self.apply(frame), type=type or get_function(self.udf_name)[1], from_pandas=True
+        )
+
+
+def apply_functions(frame: pd.DataFrame, functions: Sequence[FeatureFunction]) -> pd.DataFrame:
+    """Add each function's output column to ``frame`` (in place, in order); return it.
+
+    Scoring uses this for on-demand features, with the same conversions as training.
+    """
+    for fn in functions:
+        frame[fn.output_name] = fn.compute(frame).to_pandas().set_axis(frame.index)
+    return frame

@@ -4,7 +4,11 @@
 that carries ``feature_spec.json``. Scoring (``score_batch``, or the pyfunc itself
 loaded in any process that knows the project and target) looks the features up with
 the same point-in-time code as training; columns already in the input override the
-looked-up values.
+looked-up values. After :meth:`FeatureAwareModel.use_online_store` the pyfunc reads the
+latest published rows from that online store instead (for serving).
+
+The model's signature requires the lookup keys (and lookup timestamps); the features
+are optional inputs, so a caller may send any of them to override the lookup.
 
 The scoring process finds the project from ``$LAKEFORGE_PROJECT_DIR`` (else the current
 folder) and the target from ``$LAKEFORGE_TARGET`` (else the project's default).
@@ -15,9 +19,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import mlflow
 import pandas as pd
@@ -26,12 +32,14 @@ import pyarrow.compute as pc
 from mlflow.pyfunc.model import PythonModel
 
 from lakeforge.errors import LakeforgeError
-from lakeforge.features._lookups import FeatureFunction, FeatureLookup
+from lakeforge.features._lookups import FeatureFunction, FeatureLookup, apply_functions
+from lakeforge.features._online_lookup import OnlineFeatureLookup
 from lakeforge.features._training import TrainingSet, create_training_set
 from lakeforge.lakehouse._arrow import materialize, to_arrow
 
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace
+    from lakeforge.features.online import OnlineStore
 
 SPEC_FILE = "feature_spec.json"
 PROJECT_ENV = "LAKEFORGE_PROJECT_DIR"
@@ -85,6 +93,13 @@ def feature_frame(ws: Workspace, spec: dict[str, Any], df: Any) -> pd.DataFrame:
     return frame
 
 
+def _timestamp_tz(ws: Workspace, lookup: dict[str, Any]) -> str | None:
+    """The time zone of a lookup's timestamp key (in the spec since it was recorded there)."""
+    if "timestamp_tz" in lookup:
+        return cast(str | None, lookup["timestamp_tz"])
+    return ws.tables.schema(lookup["table_name"]).field(lookup["timestamp_key"]).type.tz
+
+
 def _aware_timestamps(ws: Workspace, spec: dict[str, Any], data: pa.Table) -> pa.Table:
     """Naive lookup timestamps are UTC (MLflow signatures carry no time zone)."""
     for lookup in spec["lookups"]:
@@ -92,8 +107,7 @@ def _aware_timestamps(ws: Workspace, spec: dict[str, Any], data: pa.Table) -> pa
         if column is None or column not in data.column_names:
             continue
         kind = data.schema.field(column).type
-        table_type = ws.tables.schema(lookup["table_name"]).field(lookup["timestamp_key"]).type
-        if pa.types.is_timestamp(kind) and kind.tz is None and table_type.tz is not None:
+        if pa.types.is_timestamp(kind) and kind.tz is None and _timestamp_tz(ws, lookup):
             index = data.schema.get_field_index(column)
             data = data.set_column(
                 index, column, pc.cast(data.column(column), pa.timestamp(kind.unit, tz="UTC"))
@@ -118,23 +132,49 @@ def _model_columns(spec: dict[str, Any]) -> list[str]:
 class FeatureAwareModel(PythonModel):
     """Looks features up for the keys it is given, then calls the trained model.
 
-    It opens the project from ``$LAKEFORGE_PROJECT_DIR`` (else the project it was
-    trained in) on ``$LAKEFORGE_TARGET`` (else the target it was trained on).
+    By default it reads the offline feature tables point-in-time, opening the project
+    from ``$LAKEFORGE_PROJECT_DIR`` (else the project it was trained in) on
+    ``$LAKEFORGE_TARGET`` (else the target it was trained on) when a lookup is needed.
+    After :meth:`use_online_store` it reads the latest rows of that online store.
     """
 
     def load_context(self, context: Any) -> None:
         self.spec = json.loads(Path(context.artifacts["feature_spec"]).read_text())
         self.inner = mlflow.pyfunc.load_model(context.artifacts["inner_model"])
+        self._columns = _model_columns(self.spec)
+        self._online: OnlineFeatureLookup | None = None
+        self._lookups: dict[frozenset[str], list[FeatureLookup | FeatureFunction]] = {}
+
+    def use_online_store(self, store: OnlineStore) -> None:
+        """Look features up in ``store`` from now on (latest row per key, one read per table).
+
+        Timestamps in the input are then not used; each lookup's ``lookback_window``
+        becomes the read's TTL. The caller keeps ``store`` open while scoring and closes it.
+        """
+        self._online = OnlineFeatureLookup(self.spec, store)
 
     # No type hints on purpose: MLflow reads them as a (list[...]-only) input schema.
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        if self._online is not None:
+            frame = self._online.frame(pd.DataFrame(model_input))
+        else:
+            frame = self._offline_frame(model_input)
+        return self.inner.predict(frame[self._columns])
+
+    def _offline_frame(self, model_input: Any) -> pd.DataFrame:
+        present = frozenset(str(c) for c in getattr(model_input, "columns", []))
+        lookups = self._lookups.get(present)
+        if lookups is None:
+            lookups = self._lookups[present] = lookups_from_spec(self.spec, set(present))
+        if not any(isinstance(lookup, FeatureLookup) for lookup in lookups):
+            functions = [f for f in lookups if isinstance(f, FeatureFunction)]
+            return apply_functions(pd.DataFrame(model_input).copy(), functions)
         from lakeforge._workspace import connect
 
         project = os.environ.get(PROJECT_ENV) or self.spec["project_dir"]
         target = os.environ.get("LAKEFORGE_TARGET") or self.spec["target"]
         with connect(target, project_dir=project) as ws:
-            frame = feature_frame(ws, self.spec, model_input)
-        return self.inner.predict(frame[_model_columns(self.spec)])
+            return feature_frame(ws, self.spec, model_input)
 
 
 def log_feature_model(
@@ -172,9 +212,7 @@ def log_feature_model(
         flavor.save_model(**{model_arg: model}, path=str(inner), **flavor_options)
         spec_file = Path(tmp) / SPEC_FILE
         spec_file.write_text(json.dumps(spec, indent=2, sort_keys=True))
-        signature = mlflow.models.infer_signature(
-            example, model.predict(features[model_columns].head(len(example)))
-        )
+        signature = _signature(features, keys, model_columns, model)
         used: dict[str, list[str]] = {}
         for lookup in spec["lookups"]:
             used.setdefault(lookup["table_name"], []).extend(f["name"] for f in lookup["features"])
@@ -192,6 +230,27 @@ def log_feature_model(
         )
 
 
+def _signature(
+    features: pd.DataFrame, keys: list[str], model_columns: list[str], model: Any
+) -> Any:
+    """Keys (and lookup timestamps) required; the model's other inputs optional overrides."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import ColSpec, Schema
+
+    optional = [c for c in model_columns if c not in keys]
+    head = features.head(5)
+    inferred = infer_signature(
+        _naive_utc(head[keys + optional]), model.predict(head[model_columns])
+    )
+    inputs = Schema(
+        [
+            ColSpec(spec.type, spec.name, required=spec.name in keys)
+            for spec in inferred.inputs.inputs
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=inferred.outputs)
+
+
 def _inner_requirements(path: Path) -> list[str]:
     requirements = path / "requirements.txt"
     if not requirements.exists():
@@ -204,33 +263,40 @@ def _inner_requirements(path: Path) -> list[str]:
 
 
 def score_batch(
-    ws: Workspace, model_uri: str, df: Any, *, result_column: str = "prediction"
+    ws: Workspace,
+    model_uri: str,
+    df: Any,
+    *,
+    result_column: str = "prediction",
+    features: Literal["offline", "online"] = "offline",
 ) -> pd.DataFrame:
     """Score rows that carry only keys (and lookup timestamps): features are looked up.
 
-    Returns the input with ``result_column`` added. Columns present in ``df`` override
-    looked-up feature values.
+    ``features="offline"`` joins the feature tables point-in-time, as training did;
+    ``"online"`` reads the latest rows from the target's online store (publish the
+    feature tables first). Returns the input with ``result_column`` added. Columns
+    present in ``df`` override looked-up feature values.
     """
+    from lakeforge.features._publish import online_store
     from lakeforge.tracking import use_target
 
+    if features not in ("offline", "online"):
+        raise ValueError(f"features must be 'offline' or 'online', got {features!r}")
     data = materialize(to_arrow(df, what="score_batch input"))
-    with use_target(ws.target):
-        model = mlflow.pyfunc.load_model(model_uri)
-    previous = {k: os.environ.get(k) for k in (PROJECT_ENV, "LAKEFORGE_TARGET")}
-    os.environ[PROJECT_ENV], os.environ["LAKEFORGE_TARGET"] = (
-        str(ws.project.directory),
-        ws.target.name,
-    )
-    try:
-        predictions = model.predict(_naive_utc(data.to_pandas()))
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     if result_column in data.column_names:
         raise LakeforgeError(f"score_batch input already has a column {result_column!r}")
+    with use_target(ws.target):
+        model = mlflow.pyfunc.load_model(model_uri)
+    store = online_store(ws) if features == "online" else None
+    try:
+        python_model = _python_model(model)
+        if store is not None and isinstance(python_model, FeatureAwareModel):
+            python_model.use_online_store(store)
+        with _scoring_env(ws):
+            predictions = model.predict(_naive_utc(data.to_pandas()))
+    finally:
+        if store is not None:
+            store.close()
     out = data.to_pandas()
     out[result_column] = (
         list(predictions)
@@ -238,3 +304,27 @@ def score_batch(
         else predictions.iloc[:, 0].to_list()
     )
     return out
+
+
+def _python_model(model: Any) -> Any:
+    """The PythonModel inside a loaded pyfunc (None for other flavors)."""
+    try:
+        return model.unwrap_python_model()
+    except Exception:  # MLflow raises for flavors that are not a PythonModel
+        return None
+
+
+@contextmanager
+def _scoring_env(ws: Workspace) -> Iterator[None]:
+    """Point a feature-aware model's offline lookups at ``ws``'s project and target."""
+    previous = {k: os.environ.get(k) for k in (PROJECT_ENV, "LAKEFORGE_TARGET")}
+    os.environ[PROJECT_ENV] = str(ws.project.directory)
+    os.environ["LAKEFORGE_TARGET"] = ws.target.name
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

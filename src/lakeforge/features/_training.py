@@ -228,7 +228,7 @@ class TrainingSet:
             if self._functions:
                 frame = table.to_pandas()
                 for fn in self._functions:
-                    out = pa.array(fn.apply(frame), type=types[fn.output_name], from_pandas=True)
+                    out = fn.compute(frame, types[fn.output_name])
                     types[fn.output_name] = out.type
                     frame[fn.output_name] = out.to_pandas()
                     table = table.append_column(fn.output_name, out)
@@ -291,6 +291,11 @@ class TrainingSet:
                     "table_primary_keys": p.info.lookup_keys,
                     "timestamp_lookup_key": p.lookup.timestamp_lookup_key,
                     "timestamp_key": p.info.timestamp_key,
+                    "timestamp_tz": (
+                        p.info.schema.field(p.info.timestamp_key).type.tz
+                        if p.info.timestamp_key is not None
+                        else None
+                    ),
                     "lookback_window_seconds": (
                         p.lookup.lookback_window.total_seconds()
                         if p.lookup.lookback_window is not None

@@ -1,0 +1,110 @@
+"""Scoring from an online store: a feature spec's features for keys, latest row per key.
+
+The online twin of the point-in-time join: where training takes the feature row at or
+before each row's timestamp, online scoring takes the newest published row of each key
+(timestamps in the input are not used; a lookup's ``lookback_window`` becomes the read's
+TTL, so a row older than the window is treated as missing). ``default_values`` fill
+nulls, ``rename_outputs`` name the columns, and feature functions run with the same code
+as in training. Columns already in the input are kept and not looked up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lakeforge.errors import SchemaMismatchError
+from lakeforge.features._lookups import FeatureFunction, apply_functions
+from lakeforge.features.online import OnlineStore
+
+
+@dataclass(frozen=True)
+class _Feature:
+    name: str
+    output: str
+    default: Any
+
+
+@dataclass(frozen=True)
+class _TableLookup:
+    """One lookup of a feature spec, prepared once: which columns go where."""
+
+    table: str
+    input_keys: tuple[str, ...]  # input columns, matched in order to ...
+    table_keys: tuple[str, ...]  # ... the online table's key columns
+    ttl: timedelta | None
+    features: tuple[_Feature, ...]
+
+    @classmethod
+    def from_spec(cls, lookup: dict[str, Any]) -> _TableLookup:
+        window = lookup["lookback_window_seconds"]
+        return cls(
+            table=lookup["table_name"],
+            input_keys=tuple(lookup["lookup_key"]),
+            table_keys=tuple(lookup["table_primary_keys"]),
+            ttl=None if window is None else timedelta(seconds=window),
+            features=tuple(
+                _Feature(f["name"], f["output_name"], f["default"]) for f in lookup["features"]
+            ),
+        )
+
+    def read(self, store: OnlineStore, data: pd.DataFrame) -> dict[str, pa.ChunkedArray]:
+        """The output columns not already in ``data``, read in one batch call."""
+        wanted = [f for f in self.features if f.output not in data.columns]
+        if not wanted:
+            return {}
+        keys = {}
+        for column, table_key in zip(self.input_keys, self.table_keys, strict=True):
+            if column not in data.columns:
+                raise SchemaMismatchError(
+                    f"lookup on {self.table}: lookup key column {column!r} is not in the "
+                    f"scoring input (columns: {', '.join(map(str, data.columns))})"
+                )
+            keys[table_key] = pa.array(data[column], from_pandas=True)
+        found = store.read(
+            self.table,
+            pa.table(keys),
+            keys=list(self.table_keys),
+            features=[f.name for f in wanted],
+            ttl=self.ttl,
+        )
+        columns = {}
+        for feature in wanted:
+            values = found.column(feature.name)
+            if feature.default is not None:
+                values = pc.fill_null(values, pa.scalar(feature.default, values.type))
+            columns[feature.output] = values
+        return columns
+
+
+class OnlineFeatureLookup:
+    """Adds a feature spec's features to scoring input from an online store.
+
+    Built once per model and store; each :meth:`frame` call makes one ``store.read`` per
+    lookup table and touches no lakehouse table.
+    """
+
+    def __init__(self, spec: dict[str, Any], store: OnlineStore) -> None:
+        self.store = store
+        self._lookups = [_TableLookup.from_spec(lookup) for lookup in spec["lookups"]]
+        self._functions = [
+            FeatureFunction(f["udf_name"], f["input_bindings"], f["output_name"])
+            for f in spec["functions"]
+        ]
+
+    def frame(self, data: pd.DataFrame) -> pd.DataFrame:
+        """``data`` with every looked-up and computed feature it does not already have."""
+        columns: dict[str, pa.ChunkedArray] = {}
+        for lookup in self._lookups:
+            columns |= lookup.read(self.store, data)
+        frame = data.copy(deep=False)
+        if columns:
+            found = pa.table(columns).to_pandas().set_axis(data.index)
+            frame = pd.concat([frame, found], axis=1)
+        missing = [f for f in self._functions if f.output_name not in frame.columns]
+        return apply_functions(frame, missing)
