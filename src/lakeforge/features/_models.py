@@ -187,7 +187,7 @@ def log_feature_model(
     **flavor_options: Any,
 ) -> Any:
     """Log ``model`` with ``training_set``'s feature spec as a feature-aware pyfunc version."""
-    from lakeforge.tracking._runs import _flavor
+    from lakeforge.tracking._runs import _default_requirements, _flavor
 
     spec = training_set.feature_spec
     features = training_set.load_df(format="pandas")
@@ -209,7 +209,8 @@ def log_feature_model(
     flavor, model_arg = _flavor(model)
     with tempfile.TemporaryDirectory(prefix="lf-fmodel-") as tmp:
         inner = Path(tmp) / "inner"
-        flavor.save_model(**{model_arg: model}, path=str(inner), **flavor_options)
+        options = {"pip_requirements": _default_requirements(flavor), **flavor_options}
+        flavor.save_model(**{model_arg: model}, path=str(inner), **options)  # no slow inference
         spec_file = Path(tmp) / SPEC_FILE
         spec_file.write_text(json.dumps(spec, indent=2, sort_keys=True))
         signature = _signature(features, keys, model_columns, model)
