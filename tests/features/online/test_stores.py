@@ -11,8 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from lakeforge.errors import ConfigError
-from lakeforge.features.online import OnlineStore, open_online_store
+from lakeforge.errors import ConfigError, TableNotFoundError
+from lakeforge.features.online import OnlineStore, UnknownFeatureError, open_online_store
 
 from .conformance import CHECKS, Check, check_online_store, run_check
 
@@ -98,6 +98,21 @@ def test_concurrent_interleaved_writes_keep_newest(factory: Factory) -> None:
     assert not errors
     out = factory().read("events", pa.table({"id": ids}), keys=["id"])
     assert out.column("version").to_pylist() == [n_versions - 1] * len(ids)
+
+
+def test_a_reader_sees_a_table_recreated_by_another_connection(factory: Factory) -> None:
+    """Stores may cache table specs; a reader must still see a drop and a new schema."""
+    reader, writer = factory(), factory()
+    keys = pa.table({"k": pa.array([1], pa.int64())})
+    writer.write("t", pa.table({"k": [1], "x": [1.5]}), keys=["k"], timestamp=None, features=["x"])
+    assert reader.read("t", keys, keys=["k"]).column("x").to_pylist() == [1.5]
+    writer.drop("t")
+    with pytest.raises(TableNotFoundError):
+        reader.read("t", keys, keys=["k"])
+    writer.write("t", pa.table({"k": [1], "y": ["a"]}), keys=["k"], timestamp=None, features=["y"])
+    assert reader.read("t", keys, keys=["k"]).column("y").to_pylist() == ["a"]
+    with pytest.raises(UnknownFeatureError):
+        reader.read("t", keys, keys=["k"], features=["x"])
 
 
 def test_batch_read_of_1000_keys(store: OnlineStore) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
@@ -31,6 +31,9 @@ from lakeforge.features.online._codec import (
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+#: Given a table's spec, the encoded keys and the feature names a read asks for.
+ReadRequest = Callable[[TableSpec], tuple[list[str], list[str]]]
 
 
 def _micros(moment: datetime) -> int:
@@ -100,10 +103,12 @@ class OnlineStore(abc.ABC):
         time, for tables without a timestamp column) is older than ``ttl`` before ``now``
         (default: the current time; naive datetimes are UTC).
         """
-        spec = self._require_spec(table)
-        names = check_features(spec, features)
-        encoded = keys_for_read(keys_table, keys, spec)
-        found = self._fetch(spec, encoded, names) if encoded else []
+
+        def request(spec: TableSpec) -> tuple[list[str], list[str]]:
+            names = check_features(spec, features)
+            return keys_for_read(keys_table, keys, spec), names
+
+        spec, names, found = self._read(check_name("table", table), request)
         if ttl is not None:
             cutoff = _micros(now or datetime.now(UTC)) - ttl // timedelta(microseconds=1)
             found = [
@@ -169,6 +174,18 @@ class OnlineStore(abc.ABC):
     ) -> list[Stored | None]:
         """The stored rows of ``keys`` (None where missing), in order, in one round trip."""
 
+    def _read(
+        self, table: str, request: ReadRequest
+    ) -> tuple[TableSpec, list[str], list[Stored | None]]:
+        """The spec of ``table``, and the rows of the (keys, features) ``request(spec)`` gives.
+
+        By default the spec is read, then the rows; a backend may override this to do
+        both in one round trip (validating a cached spec).
+        """
+        spec = self._require_spec(table)
+        keys, names = request(spec)
+        return spec, names, (self._fetch(spec, keys, names) if keys else [])
+
     @abc.abstractmethod
     def _delete(self, spec: TableSpec, keys: Sequence[str]) -> int:
         """Delete the rows of distinct ``keys``; return how many existed."""
@@ -176,6 +193,17 @@ class OnlineStore(abc.ABC):
     @abc.abstractmethod
     def _drop(self, table: str) -> None:
         """Delete an existing table's rows and spec."""
+
+    def _parse_spec(self, table: str, text: str | bytes) -> TableSpec:
+        """``TableSpec.from_json``, parsed once per distinct stored text."""
+        # kept on the instance without an __init__, which backends need not call
+        cache: dict[str, tuple[str | bytes, TableSpec]] = self.__dict__.setdefault("_specs", {})
+        found = cache.get(table)
+        if found is not None and found[0] == text:
+            return found[1]
+        spec = TableSpec.from_json(table, text)
+        cache[table] = (text, spec)
+        return spec
 
     def _require_spec(self, table: str) -> TableSpec:
         spec = self._get_spec(check_name("table", table))

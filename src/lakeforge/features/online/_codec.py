@@ -130,9 +130,12 @@ def from_json_values(values: Sequence[Any], t: pa.DataType) -> pa.Array:
     return pa.array(values, type=t)
 
 
+_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def encode_key(values: Sequence[Any]) -> str:
     """Deterministic text form of one key: a compact JSON list."""
-    return json.dumps(list(values), separators=(",", ":"), ensure_ascii=False)
+    return _compact(list(values))
 
 
 # -- validation ---------------------------------------------------------------------------

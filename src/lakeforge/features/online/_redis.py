@@ -7,14 +7,22 @@ live in the hash ``lakeforge:<namespace>:__tables__``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from lakeforge.features.online._base import OnlineStore
-from lakeforge.features.online._codec import Record, Stored, TableSpec, check_name
+from lakeforge.errors import LakeforgeError
+from lakeforge.features.online._base import OnlineStore, ReadRequest
+from lakeforge.features.online._codec import (
+    OnlineStoreError,
+    Record,
+    Stored,
+    TableSpec,
+    check_name,
+)
 
 _TS = "__ts"
 _WT = "__wt"
@@ -45,6 +53,39 @@ return changed
 """
 
 
+# KEYS[1]: the tables hash, then the row hashes. ARGV: table, the SHA-1 of the spec text
+# the caller holds, then the feature fields. One round trip: if the stored spec is still
+# that text, the rows as one JSON text (null, or [written, ts, values...] per key).
+_READ_LUA = """
+local spec = redis.call('HGET', KEYS[1], ARGV[1])
+if not spec or redis.sha1hex(spec) ~= ARGV[2] then
+  return {0, ''}
+end
+local fields = {'__wt', '__ts'}
+for i = 3, #ARGV do
+  fields[#fields + 1] = ARGV[i]
+end
+local out = {}
+for i = 2, #KEYS do
+  local v = redis.call('HMGET', KEYS[i], unpack(fields))
+  if not v[1] then
+    out[#out + 1] = 'null'
+  else
+    if not v[2] or v[2] == '' then
+      v[2] = 'null'
+    end
+    for j = 3, #fields do
+      if not v[j] then
+        v[j] = 'null'
+      end
+    end
+    out[#out + 1] = '[' .. table.concat(v, ',', 1, #fields) .. ']'
+  end
+end
+return {1, '[' .. table.concat(out, ',') .. ']'}
+"""
+
+
 class RedisOnlineStoreConfig(BaseModel):
     """Config of the Redis online store (``redis://host:port/db``)."""
 
@@ -65,6 +106,9 @@ class RedisOnlineStore(OnlineStore):
         self._meta = f"{self._prefix}__tables__"
         self._client: Any = redis.Redis.from_url(config.url)
         self._upsert_script: Any = self._client.register_script(_UPSERT_LUA)
+        self._read_script: Any = self._client.register_script(_READ_LUA)
+        # the stored spec text each cached spec came from, and its SHA-1
+        self._texts: dict[str, tuple[bytes, str]] = {}
 
     def _row(self, table: str, key: str) -> str:
         return f"{self._prefix}{table}:{key}"
@@ -77,7 +121,37 @@ class RedisOnlineStore(OnlineStore):
 
     def _get_spec(self, table: str) -> TableSpec | None:
         text = self._client.hget(self._meta, table)
-        return None if text is None else TableSpec.from_json(table, text)
+        if text is None:
+            self._texts.pop(table, None)
+            return None
+        self._texts[table] = (text, hashlib.sha1(text).hexdigest())
+        return self._parse_spec(table, text)
+
+    def _read(
+        self, table: str, request: ReadRequest
+    ) -> tuple[TableSpec, list[str], list[Stored | None]]:
+        """One round trip when the spec is cached: the script checks it is still current."""
+        for _ in range(3):
+            cached = self._texts.get(table)
+            if cached is None:
+                spec = self._require_spec(table)
+                cached = self._texts[table]
+            else:
+                spec = self._parse_spec(table, cached[0])
+            try:
+                keys, names = request(spec)
+            except LakeforgeError:
+                if self._get_spec(table) == spec:  # the request is wrong, not the cache
+                    raise
+                continue
+            rows = [self._row(table, key) for key in keys]
+            current, found = self._read_script(
+                keys=[self._meta, *rows], args=[table, cached[1], *names]
+            )
+            if current == 1:
+                return spec, names, _decode_rows(found, names)
+            self._texts.pop(table, None)  # recreated or dropped meanwhile: read the spec again
+        raise OnlineStoreError(f"online table {table!r} kept changing while being read")
 
     def _put_spec(self, spec: TableSpec) -> TableSpec:
         self._client.hsetnx(self._meta, spec.name, spec.to_json())
@@ -120,6 +194,7 @@ class RedisOnlineStore(OnlineStore):
         return int(self._client.delete(*(self._row(spec.name, key) for key in keys)))
 
     def _drop(self, table: str) -> None:
+        self._texts.pop(table, None)
         self._client.hdel(self._meta, table)
         batch: list[bytes] = []
         for name in self._client.scan_iter(match=f"{self._prefix}{table}:*", count=1000):
@@ -129,3 +204,13 @@ class RedisOnlineStore(OnlineStore):
                 batch.clear()
         if batch:
             self._client.unlink(*batch)
+
+
+def _decode_rows(text: bytes, features: Sequence[str]) -> list[Stored | None]:
+    """The rows of the read script's JSON reply."""
+    return [
+        None
+        if row is None
+        else Stored(ts=row[1], written=row[0], values=dict(zip(features, row[2:], strict=True)))
+        for row in json.loads(text)
+    ]

@@ -46,6 +46,9 @@ _FETCH = """
 SELECT key, ts, written, vals FROM online_rows
 WHERE namespace = ? AND tbl = ? AND key IN (SELECT value FROM json_each(?))
 """
+_FETCH_ONE = (
+    "SELECT key, ts, written, vals FROM online_rows WHERE namespace = ? AND tbl = ? AND key = ?"
+)
 
 
 class SqliteOnlineStoreConfig(BaseModel):
@@ -117,7 +120,7 @@ class SqliteOnlineStore(OnlineStore):
                 "SELECT spec FROM online_tables WHERE namespace = ? AND name = ?",
                 (self.namespace, table),
             ).fetchone()
-        return None if row is None else TableSpec.from_json(table, row[0])
+        return None if row is None else self._parse_spec(table, row[0])
 
     def _put_spec(self, spec: TableSpec) -> TableSpec:
         with self._transaction() as conn:
@@ -129,7 +132,7 @@ class SqliteOnlineStore(OnlineStore):
                 "SELECT spec FROM online_tables WHERE namespace = ? AND name = ?",
                 (self.namespace, spec.name),
             ).fetchone()
-        return TableSpec.from_json(spec.name, text)
+        return self._parse_spec(spec.name, text)
 
     def _upsert(self, spec: TableSpec, records: Sequence[Record], written: int) -> int:
         params = [
@@ -143,11 +146,15 @@ class SqliteOnlineStore(OnlineStore):
     def _fetch(
         self, spec: TableSpec, keys: Sequence[str], features: Sequence[str]
     ) -> list[Stored | None]:
+        one = len(keys) == 1  # an index lookup without json_each
+        query, param = (_FETCH_ONE, keys[0]) if one else (_FETCH, json.dumps(list(keys)))
         with self._lock:
-            rows = self._conn.execute(
-                _FETCH, (self.namespace, spec.name, json.dumps(list(keys)))
-            ).fetchall()
-        found = {key: Stored(ts, written, json.loads(vals)) for key, ts, written, vals in rows}
+            rows = self._conn.execute(query, (self.namespace, spec.name, param)).fetchall()
+        values = json.loads("[" + ",".join(row[3] for row in rows) + "]")  # one parse
+        found = {
+            key: Stored(ts, written, vals)
+            for (key, ts, written, _), vals in zip(rows, values, strict=True)
+        }
         return [found.get(key) for key in keys]
 
     def _delete(self, spec: TableSpec, keys: Sequence[str]) -> int:
