@@ -197,3 +197,16 @@ def test_online_scoring_through_redis(scored: Workspace) -> None:
     finally:
         store.drop(TABLE)
         store.close()
+
+
+def test_online_lookup_errors_name_the_column(scored: Workspace) -> None:
+    from lakeforge.errors import SchemaMismatchError
+
+    with online_store(scored) as store:
+        lookup = serve(scored, store).unwrap_python_model()._online
+        with pytest.raises(SchemaMismatchError, match="lookup key column 'origin' is not in"):
+            lookup.frame(pd.DataFrame({"airport": ["EWR"]}))
+        with pytest.raises(
+            SchemaMismatchError, match="key column .origin. has type int64, the online table"
+        ):
+            lookup.frame(pd.DataFrame({"origin": [1]}))

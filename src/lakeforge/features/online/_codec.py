@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from lakeforge.errors import LakeforgeError, SchemaMismatchError
+from lakeforge.lakehouse._arrow import type_kind
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
@@ -247,6 +248,12 @@ def records_for_write(rows: pa.Table, spec: TableSpec) -> list[Record]:
     ]
 
 
+def _kind(t: pa.DataType) -> str:
+    """A key's type family; naive and zoned timestamps are one (naive ones are UTC)."""
+    kind = type_kind(t)
+    return "timestamp" if kind == "timestamp_tz" else kind
+
+
 def keys_for_read(keys_table: pa.Table, keys: Sequence[str], spec: TableSpec) -> list[str]:
     """Encode the key rows of ``keys_table`` in ``spec``'s key order and types."""
     if set(keys) != set(spec.keys) or len(keys) != len(spec.keys):
@@ -254,6 +261,12 @@ def keys_for_read(keys_table: pa.Table, keys: Sequence[str], spec: TableSpec) ->
             f"online table {spec.name!r} is keyed by {list(spec.keys)}, got {list(keys)}"
         )
     _require_columns(keys_table, spec.keys, "key")
+    for name in spec.keys:
+        have, want = keys_table.schema.field(name).type, spec.schema.field(name).type
+        if _kind(have) != _kind(want) and not pa.types.is_null(have):
+            raise SchemaMismatchError(
+                f"key column {name!r} has type {have}, the online table {spec.name!r} stores {want}"
+            )
     key_values = [
         to_json_values(_cast(keys_table.column(n), n, spec.schema.field(n).type)) for n in spec.keys
     ]
