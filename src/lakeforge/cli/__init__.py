@@ -16,6 +16,7 @@ from lakeforge.cli import (
     _features,
     _jobs,
     _models,
+    _serve,
     _tables,
 )
 from lakeforge.cli._context import CliState, console, err_console, sigterm_interrupts, state
@@ -36,6 +37,8 @@ app.add_typer(_models.mlflow_app, name="mlflow")
 app.add_typer(_approvals.app, name="approvals")
 app.add_typer(_events.app, name="events")
 app.add_typer(_jobs.app, name="jobs")
+app.add_typer(_serve.app, name="endpoints")
+app.command("serve")(_serve.serve_command)
 app.command("deploy")(_deploy.deploy_command)
 app.command()(_data.sql)
 app.command()(_data.ingest)

@@ -14,6 +14,7 @@ from lakeforge.errors import ConfigError
 from lakeforge.events._config import WebhookConfig
 from lakeforge.project._jobs import JobSpec, TableSpec
 from lakeforge.project._policy import DeploymentPolicy
+from lakeforge.serving._spec import EndpointSpec
 
 PROJECT_FILE = "lakeforge.yaml"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -99,12 +100,22 @@ class ProjectConfig(BaseModel):
     tables: dict[str, TableSpec] = Field(
         default_factory=dict, description="Tables `lakeforge deploy` creates: schema.table -> spec."
     )
+    endpoints: dict[str, EndpointSpec] = Field(
+        default_factory=dict, description="Serving endpoints `lakeforge serve` runs: name -> spec."
+    )
 
     @field_validator("jobs")
     @classmethod
     def _job_names(cls, value: dict[str, JobSpec]) -> dict[str, JobSpec]:
         for name in value:
             check_name(name, "job name")
+        return value
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoint_names(cls, value: dict[str, EndpointSpec]) -> dict[str, EndpointSpec]:
+        for name in value:
+            check_name(name, "endpoint name")
         return value
 
     @field_validator("name")

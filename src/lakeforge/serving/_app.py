@@ -1,0 +1,476 @@
+"""The serving ASGI application one worker process runs.
+
+Routes:
+
+- ``POST /serving-endpoints/{name}/invocations`` and ``POST /invocations`` (when one
+  endpoint is served): the MLflow scoring protocol, ``{"predictions": ...}`` back.
+- ``POST /v2/models/{name}/infer``: the Open Inference Protocol; ``GET /v2/models/{name}``,
+  ``/v2/models/{name}/ready``, ``/v2/health/live``, ``/v2/health/ready``.
+- ``GET /ping`` (alive), ``GET /health`` (ready: every entity loaded), ``GET /metrics``.
+
+Errors: 400 (input that fails the signature, named), 401/403 (bearer token), 404
+(unknown endpoint), 413 (payload over ``max_payload_mb``), 500 (the model raised; the
+trace is logged, not returned), 503 (not loaded yet), 504 (over ``timeout_s``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lakeforge.serving import _metrics
+from lakeforge.serving._entities import Batcher, Entity
+from lakeforge.serving._inference_log import Flusher, Spool, spool_dir
+from lakeforge.serving._protocol import (
+    Parsed,
+    RequestError,
+    dumps,
+    jsonable,
+    parse_mlflow,
+    parse_v2,
+    v2_outputs,
+)
+from lakeforge.serving._spec import EndpointSpec
+from lakeforge.serving._watch import Watcher
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+ENDPOINTS_ENV = "LAKEFORGE_SERVE_ENDPOINTS"
+log = logging.getLogger("lakeforge.serving")
+_JSON = [(b"content-type", b"application/json")]
+
+
+@dataclass
+class Endpoint:
+    """One endpoint as a worker runs it."""
+
+    name: str
+    spec: EndpointSpec
+    entities: list[Entity]
+    shadow: Entity | None
+    tokens: frozenset[str]
+    flusher: Flusher | None = None
+    _weights: list[float] = field(default_factory=list)
+
+    def choose(self) -> Entity:
+        """An entity drawn by the traffic shares."""
+        if len(self.entities) == 1:
+            return self.entities[0]
+        if not self._weights:
+            self._weights = [e.traffic for e in self.entities]
+        return random.choices(self.entities, weights=self._weights)[0]
+
+
+class Runtime:
+    """Everything a worker serves: endpoints, their watcher, logs and online store."""
+
+    def __init__(self, project_dir: str, target: str, specs: dict[str, EndpointSpec]) -> None:
+        from lakeforge._workspace import connect
+
+        self.ws = connect(target, project_dir=project_dir)
+        self.online = _online_store(self.ws)
+        self.endpoints: dict[str, Endpoint] = {}
+        for name, spec in specs.items():
+            self.endpoints[name] = _endpoint(self.ws, name, spec)
+        entities = [e for ep in self.endpoints.values() for e in _all_entities(ep)]
+        interval = min(spec.poll_interval_s for spec in specs.values())
+        self.watcher = Watcher(
+            self.ws,
+            entities,
+            self.online,
+            poll_interval_s=interval,
+            on_swap=lambda e: _metrics.SWAPS.labels(e.endpoint, e.name).inc(),
+        )
+        self.shadow_tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self.watcher.start()
+
+    @property
+    def ready(self) -> bool:
+        return self.watcher.ready.is_set()
+
+    async def close(self) -> None:
+        """Drain shadow calls, stop the watcher and batchers, flush every inference log."""
+        if self.shadow_tasks:
+            await asyncio.wait(self.shadow_tasks, timeout=10)
+        self.watcher.stop()
+        for endpoint in self.endpoints.values():
+            for entity in _all_entities(endpoint):
+                assert entity.batcher is not None
+                entity.batcher.stop()
+            if endpoint.flusher is not None:
+                endpoint.flusher.close()
+        if self.online is not None:
+            self.online.close()
+        self.ws.close()
+
+
+def _all_entities(endpoint: Endpoint) -> list[Entity]:
+    return [*endpoint.entities, *([endpoint.shadow] if endpoint.shadow else [])]
+
+
+def _online_store(ws: Any) -> Any:
+    from lakeforge.features._publish import online_store
+
+    try:
+        return online_store(ws)
+    except Exception:  # an unreachable store only matters to feature-aware models
+        log.exception("the online store of target %s is unavailable", ws.target.name)
+        return None
+
+
+def _endpoint(ws: Any, name: str, spec: EndpointSpec) -> Endpoint:
+    entities = [
+        Entity(name, e, ws.models.model_name(e.model), e.traffic) for e in spec.served_entities
+    ]
+    shadow = (
+        Entity(name, spec.shadow, ws.models.model_name(spec.shadow.model), 0.0, shadow=True)
+        if spec.shadow
+        else None
+    )
+    endpoint = Endpoint(
+        name,
+        spec,
+        entities,
+        shadow,
+        frozenset(spec.auth.token_sha256) if spec.auth else frozenset(),
+    )
+    for entity in _all_entities(endpoint):
+        entity.batcher = Batcher(f"{name}-{entity.name}", spec.max_batch_rows)
+    if spec.inference_table is not None:
+        table = spec.inference_table
+        endpoint.flusher = Flusher(
+            ws,
+            table.table,
+            Spool(spool_dir(ws, name)),
+            interval_s=table.flush_interval_s,
+            max_rows=table.flush_rows,
+        )
+    return endpoint
+
+
+# -- the ASGI application ----------------------------------------------------------------
+
+
+class ServingApp:
+    """A raw ASGI app: a handful of routes, no framework on the hot path."""
+
+    def __init__(self, project_dir: str, target: str, specs: dict[str, EndpointSpec]) -> None:
+        self._args = (project_dir, target, specs)
+        self.runtime: Runtime | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        status, body, headers = await self._route(scope, receive)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    self.runtime = Runtime(*self._args)
+                    self.runtime.start()
+                except Exception as exc:
+                    log.exception("serving could not start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.runtime is not None:
+                    await self.runtime.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _route(self, scope: Scope, receive: Receive) -> tuple[int, bytes, list[Any]]:
+        runtime = self.runtime
+        assert runtime is not None
+        path: str = scope["path"].rstrip("/") or "/"
+        method: str = scope["method"]
+        parts = path.strip("/").split("/")
+        if method == "GET":
+            return self._get(runtime, path, parts)
+        if method != "POST":
+            return _error(
+                RequestError(405, f"{method} is not allowed on {path}", "METHOD_NOT_ALLOWED")
+            )
+        v2 = False
+        if path == "/invocations":
+            if len(runtime.endpoints) != 1:
+                return _not_found(runtime, "/invocations serves only when one endpoint is served")
+            name = next(iter(runtime.endpoints))
+        elif len(parts) == 3 and parts[0] == "serving-endpoints" and parts[2] == "invocations":
+            name = parts[1]
+        elif len(parts) == 4 and parts[:2] == ["v2", "models"] and parts[3] == "infer":
+            name, v2 = parts[2], True
+        else:
+            return _error(RequestError(404, f"no route {method} {path}", "ENDPOINT_NOT_FOUND"))
+        endpoint = runtime.endpoints.get(name)
+        if endpoint is None:
+            return _not_found(runtime, f"endpoint {name!r} is not served")
+        return await self._invoke(runtime, endpoint, scope, receive, v2)
+
+    def _get(self, runtime: Runtime, path: str, parts: list[str]) -> tuple[int, bytes, list[Any]]:
+        if path in ("/ping", "/v2/health/live"):
+            return 200, b"{}", _JSON
+        if path in ("/health", "/v2/health/ready"):
+            state = {
+                f"{ep.name}/{e.name}": (
+                    {"model": e.model_name, "version": e.current.version}
+                    if e.current
+                    else {"model": e.model_name, "loading": True, "error": e.error}
+                )
+                for ep in runtime.endpoints.values()
+                for e in _all_entities(ep)
+            }
+            ready = runtime.ready
+            return (200 if ready else 503), dumps({"ready": ready, "entities": state}), _JSON
+        if path == "/metrics":
+            body, content_type = _metrics.exposition()
+            return 200, body, [(b"content-type", content_type.encode())]
+        if path == "/serving-endpoints":
+            return 200, dumps({"endpoints": sorted(runtime.endpoints)}), _JSON
+        if len(parts) in (3, 4) and parts[:2] == ["v2", "models"]:
+            endpoint = runtime.endpoints.get(parts[2])
+            if endpoint is None:
+                return _not_found(runtime, f"model {parts[2]!r} is not served")
+            loaded = [e.current for e in endpoint.entities if e.current is not None]
+            if len(parts) == 4 and parts[3] == "ready":
+                return (200 if len(loaded) == len(endpoint.entities) else 503), b"{}", _JSON
+            meta = {
+                "name": endpoint.name,
+                "versions": [m.version for m in loaded],
+                "platform": "lakeforge",
+                "inputs": [
+                    {"name": c, "datatype": t, "shape": [-1]}
+                    for c, t, _ in (loaded[0].columns or [])
+                ]
+                if loaded
+                else [],
+            }
+            return 200, dumps(meta), _JSON
+        return _error(RequestError(404, f"no route GET {path}", "ENDPOINT_NOT_FOUND"))
+
+    async def _invoke(
+        self, runtime: Runtime, endpoint: Endpoint, scope: Scope, receive: Receive, v2: bool
+    ) -> tuple[int, bytes, list[Any]]:
+        started = time.perf_counter()
+        headers = dict(scope["headers"])
+        request_id = uuid.uuid4().hex
+        entity = endpoint.choose()
+        model = entity.current
+        body = b""
+        client_id = _header(headers, b"x-client-request-id")
+        v2_id: str | None = None
+        try:
+            _check_auth(endpoint, headers)
+            body = await _read_body(receive, headers, endpoint.spec.max_payload_mb)
+            if v2:
+                parsed, v2_id = parse_v2(body, client_id)
+            else:
+                parsed = parse_mlflow(body, client_id)
+            client_id = parsed.client_request_id
+            if model is None:
+                raise RequestError(503, f"endpoint {endpoint.name!r} is still loading", "NOT_READY")
+            predictions = await _score(entity, model, parsed, v2, endpoint.spec.timeout_s)
+            status = 200
+            if v2:
+                response = dumps(
+                    {
+                        "model_name": endpoint.name,
+                        "model_version": model.version,
+                        "id": v2_id or request_id,
+                        "outputs": v2_outputs(predictions),
+                    }
+                )
+            else:
+                response = dumps({"predictions": jsonable(predictions)})
+            if endpoint.shadow is not None and endpoint.shadow.current is not None:
+                _shadow(runtime, endpoint, parsed, v2)
+        except RequestError as exc:
+            status, response = exc.status, exc.body()
+        except Exception:
+            log.exception("request %s to %s/%s failed", request_id, endpoint.name, entity.name)
+            status = 500
+            response = RequestError(
+                500,
+                f"the model raised an error (request id {request_id}); see the server log",
+                "INTERNAL_ERROR",
+            ).body()
+        elapsed = time.perf_counter() - started
+        version = model.version if model is not None else ""
+        _log(endpoint, entity, version, request_id, client_id, status, elapsed, body, response)
+        _metrics.observe(endpoint.name, entity.name, version, status, elapsed)
+        out_headers = [*_JSON, (b"x-request-id", request_id.encode())]
+        if status == 401:
+            out_headers.append((b"www-authenticate", b"Bearer"))
+        return status, response, out_headers
+
+
+async def _score(entity: Entity, model: Any, parsed: Parsed, v2: bool, timeout_s: float) -> Any:
+    frame = model.frame(parsed)
+    try:
+        if frame is not None:
+            assert entity.batcher is not None
+            return await asyncio.wait_for(entity.batcher.submit(model, frame), timeout_s)
+        loop = asyncio.get_running_loop()
+        call = loop.run_in_executor(None, model.predict_request, parsed, v2)
+        return await asyncio.wait_for(call, timeout_s)
+    except TimeoutError:
+        raise RequestError(
+            504, f"scoring took longer than the endpoint's timeout_s ({timeout_s:g} s)", "TIMEOUT"
+        ) from None
+
+
+def _shadow(runtime: Runtime, endpoint: Endpoint, parsed: Parsed, v2: bool) -> None:
+    """Send a copy of the request to the shadow entity; log its answer, never return it."""
+    shadow = endpoint.shadow
+    assert shadow is not None
+
+    async def call() -> None:
+        started = time.perf_counter()
+        model = shadow.current
+        if model is None:
+            return
+        try:
+            predictions = await _score(shadow, model, parsed, v2, endpoint.spec.timeout_s)
+            status, response = 200, dumps({"predictions": jsonable(predictions)})
+        except RequestError as exc:
+            status, response = exc.status, exc.body()
+        except Exception:
+            log.exception("shadow %s of %s failed", shadow.name, endpoint.name)
+            status, response = 500, b'{"error_code": "INTERNAL_ERROR"}'
+        elapsed = time.perf_counter() - started
+        request_id = uuid.uuid4().hex
+        _log(
+            endpoint,
+            shadow,
+            model.version,
+            request_id,
+            parsed.client_request_id,
+            status,
+            elapsed,
+            parsed.body,
+            response,
+        )
+        _metrics.observe(endpoint.name, shadow.name, model.version, status, elapsed)
+
+    task = asyncio.get_running_loop().create_task(call())
+    runtime.shadow_tasks.add(task)
+    task.add_done_callback(runtime.shadow_tasks.discard)
+
+
+def _log(
+    endpoint: Endpoint,
+    entity: Entity,
+    version: str,
+    request_id: str,
+    client_id: str | None,
+    status: int,
+    elapsed: float,
+    request: bytes,
+    response: bytes,
+) -> None:
+    """Spool the request for the inference table (sampled); durable when this returns."""
+    if endpoint.flusher is None or endpoint.spec.inference_table is None:
+        return
+    sample = endpoint.spec.inference_table.sample
+    if sample < 1.0 and random.random() >= sample:
+        return
+    endpoint.flusher.log(
+        {
+            "request_id": request_id,
+            "client_request_id": client_id,
+            "timestamp_ms": time.time_ns() // 1_000_000,
+            "status_code": status,
+            "execution_time_ms": round(elapsed * 1000, 3),
+            "sampling_fraction": sample,
+            "request": request.decode("utf-8", "replace"),
+            "response": response.decode("utf-8", "replace"),
+            "endpoint_name": endpoint.name,
+            "served_entity": entity.name,
+            "model_name": entity.model_name,
+            "model_version": version,
+            "alias": entity.alias,
+            "shadow": entity.shadow,
+        }
+    )
+
+
+def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
+    value = headers.get(name)
+    return value.decode("latin-1") if value is not None else None
+
+
+def _check_auth(endpoint: Endpoint, headers: dict[bytes, bytes]) -> None:
+    if not endpoint.tokens:
+        return
+    value = _header(headers, b"authorization")
+    if value is None or not value.lower().startswith("bearer "):
+        raise RequestError(
+            401, f"endpoint {endpoint.name!r} needs a bearer token", "UNAUTHENTICATED"
+        )
+    digest = hashlib.sha256(value[7:].strip().encode()).hexdigest()
+    if digest not in endpoint.tokens:
+        raise RequestError(
+            403, f"the token is not valid for endpoint {endpoint.name!r}", "PERMISSION_DENIED"
+        )
+
+
+async def _read_body(receive: Receive, headers: dict[bytes, bytes], limit_mb: float) -> bytes:
+    limit = int(limit_mb * 1024 * 1024)
+    too_big = RequestError(
+        413,
+        f"the payload is larger than this endpoint's max_payload_mb ({limit_mb:g} MB)",
+        "PAYLOAD_TOO_LARGE",
+    )
+    declared = headers.get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_big
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _error(exc: RequestError) -> tuple[int, bytes, list[Any]]:
+    return exc.status, exc.body(), _JSON
+
+
+def _not_found(runtime: Runtime, message: str) -> tuple[int, bytes, list[Any]]:
+    served = ", ".join(sorted(runtime.endpoints)) or "none"
+    return _error(RequestError(404, f"{message} (served: {served})", "ENDPOINT_NOT_FOUND"))
+
+
+def create_app() -> ServingApp:
+    """The app of one worker, configured by ``lakeforge serve`` through the environment."""
+    specs = {
+        name: EndpointSpec.model_validate(spec)
+        for name, spec in json.loads(os.environ[ENDPOINTS_ENV]).items()
+    }
+    return ServingApp(os.environ["LAKEFORGE_PROJECT_DIR"], os.environ["LAKEFORGE_TARGET"], specs)

@@ -1,0 +1,170 @@
+"""A loaded model version and how requests reach it.
+
+Requests whose columns convert cleanly to the model's column signature take the fast
+path: one DataFrame in the signature's order and types, passed to the flavor's predict
+function, exactly what MLflow's schema enforcement would hand it. Everything else
+(tensor signatures, datetimes, ambiguous types, no signature) goes through MLflow's own
+parser and ``PyFuncModel.predict``, so both paths give what ``mlflow models serve`` gives.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lakeforge.serving._protocol import Parsed, RequestError
+
+log = logging.getLogger("lakeforge.serving")
+
+_NUMERIC = (int, float)
+
+
+class _Unconvertible(Exception):
+    """The fast path cannot take these values; MLflow's parser decides."""
+
+
+def _convert(values: list[Any], kind: str) -> np.ndarray:
+    if kind in ("double", "float"):
+        if any(isinstance(v, bool) or not (v is None or isinstance(v, _NUMERIC)) for v in values):
+            raise _Unconvertible
+        return np.array(values, dtype=np.float64 if kind == "double" else np.float32)
+    if kind in ("long", "integer"):
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in values):
+            raise _Unconvertible
+        return np.array(values, dtype=np.int64 if kind == "long" else np.int32)
+    if kind == "boolean":
+        if not all(isinstance(v, bool) for v in values):
+            raise _Unconvertible
+        return np.array(values, dtype=bool)
+    if kind == "string":
+        if not all(isinstance(v, str) for v in values):
+            raise _Unconvertible
+        array = np.empty(len(values), dtype=object)
+        array[:] = values
+        return array
+    raise _Unconvertible
+
+
+@dataclass
+class LoadedModel:
+    """One registered model version, loaded and warmed, ready to predict."""
+
+    model_name: str
+    version: str
+    pyfunc: Any
+    columns: list[tuple[str, str, bool]] | None = None  # (name, type, required) when fast
+    _predict_fn: Any = field(default=None, repr=False)
+    _takes_params: bool = False
+
+    @classmethod
+    def wrap(cls, model_name: str, version: str, pyfunc: Any) -> LoadedModel:
+        """Inspect ``pyfunc``'s signature once to decide whether the fast path applies."""
+        model = cls(model_name, str(version), pyfunc)
+        metadata = pyfunc.metadata
+        schema = metadata.get_input_schema()
+        hinted = getattr(metadata, "_is_signature_from_type_hint", lambda: False)()
+        from_example = getattr(metadata, "_is_type_hint_from_example", lambda: False)()
+        if schema is None or hinted or from_example or schema.is_tensor_spec():
+            return model
+        specs = []
+        for spec in schema.inputs:
+            kind = getattr(spec.type, "name", None)
+            if spec.name is None or kind not in (
+                "double",
+                "float",
+                "long",
+                "integer",
+                "boolean",
+                "string",
+            ):
+                return model
+            specs.append((spec.name, kind, bool(getattr(spec, "required", True))))
+        model.columns = specs
+        model._predict_fn = pyfunc._predict_fn
+        params = inspect.signature(model._predict_fn).parameters.get("params")
+        model._takes_params = params is not None and params.kind != inspect.Parameter.VAR_KEYWORD
+        return model
+
+    def frame(self, parsed: Parsed) -> pd.DataFrame | None:
+        """The request as the DataFrame the flavor expects, or None to let MLflow parse it."""
+        if self.columns is None or parsed.columns is None or parsed.params:
+            return None
+        data: dict[str, np.ndarray] = {}
+        try:
+            for name, kind, required in self.columns:
+                values = parsed.columns.get(name)
+                if values is None:
+                    if required:
+                        raise RequestError(
+                            400, f"Model is missing inputs ['{name}'] (expected type {kind})"
+                        )
+                    continue
+                data[name] = _convert(values, kind)
+        except _Unconvertible:
+            return None
+        return pd.DataFrame(data, copy=False)
+
+    def predict_frame(self, frame: pd.DataFrame) -> Any:
+        """Score a frame made by :meth:`frame` (the schema is already enforced)."""
+        if self._takes_params:
+            return self._predict_fn(frame, params=None)
+        return self._predict_fn(frame)
+
+    def predict_request(self, parsed: Parsed, v2: bool) -> Any:
+        """Score through MLflow's own parser and schema enforcement."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            if v2 or parsed.columns is not None and self.pyfunc.metadata.get_input_schema() is None:
+                data: Any = pd.DataFrame(parsed.columns)
+                params = parsed.params
+            else:
+                from mlflow.pyfunc.scoring_server import _parse_json_data
+
+                schema = self.pyfunc.metadata.get_input_schema()
+                decoded = _parse_json_data(parsed.body, self.pyfunc.metadata, schema)  # type: ignore[no-untyped-call]
+                data, params = decoded.data, decoded.params
+            return self.pyfunc.predict(data, params=params)
+        except MlflowException as exc:
+            if exc.error_code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST"):
+                raise RequestError(400, exc.message) from None
+            raise
+
+    def warm(self) -> None:
+        """Score the model's input example once, off the request path."""
+        example = getattr(self.pyfunc, "input_example", None)
+        if example is None:
+            return
+        frame = pd.DataFrame(example) if not isinstance(example, pd.DataFrame) else example
+        self.pyfunc.predict(frame)
+        if self.columns is not None:
+            columns = {c: frame[c].tolist() for c in frame.columns}
+            fast = self.frame(Parsed(b"", columns, len(frame), None))
+            if fast is not None:
+                self.predict_frame(fast)
+
+
+def split(predictions: Any, sizes: list[int]) -> list[Any] | None:
+    """Cut a batch's predictions back into one result per request (None if not row-wise)."""
+    total = sum(sizes)
+    try:
+        if len(predictions) != total:
+            return None
+    except TypeError:
+        return None
+    parts: list[Any] = []
+    start = 0
+    for size in sizes:
+        end = start + size
+        if isinstance(predictions, pd.DataFrame | pd.Series):
+            part = predictions.iloc[start:end]
+            parts.append(part.reset_index(drop=True))
+        else:
+            parts.append(predictions[start:end])
+        start = end
+    return parts

@@ -1,0 +1,204 @@
+"""Wire formats: the MLflow scoring protocol and the Open Inference Protocol (V2).
+
+Requests become *columns* (name -> list of values) whenever the payload is tabular,
+so a model with a column signature can be scored without MLflow's slower parser.
+Anything else is kept as the raw body and handed to MLflow's own parser
+(:func:`mlflow_parse`), so every payload ``mlflow models serve`` accepts is accepted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+
+MLFLOW_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+_V2_TYPES = {
+    "BOOL": "bool",
+    "INT8": "int8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "UINT8": "uint8",
+    "UINT16": "uint16",
+    "UINT32": "uint32",
+    "UINT64": "uint64",
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
+    "BYTES": "object",
+}
+
+
+class RequestError(Exception):
+    """A request the server refuses: an HTTP status and a message naming what was wrong."""
+
+    def __init__(self, status: int, message: str, error_code: str = "BAD_REQUEST") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error_code = error_code
+
+    def body(self) -> bytes:
+        return orjson.dumps({"error_code": self.error_code, "message": self.message})
+
+
+@dataclass
+class Parsed:
+    """A decoded request: tabular ``columns`` when recognised, plus params and the raw body."""
+
+    body: bytes
+    columns: dict[str, list[Any]] | None
+    rows: int
+    params: dict[str, Any] | None
+    client_request_id: str | None = None
+
+
+def _decode(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(400, f"request body is not valid JSON: {exc}") from None
+
+
+def _records(records: list[Any]) -> dict[str, list[Any]] | None:
+    if not all(isinstance(r, dict) for r in records):
+        return None
+    names: dict[str, None] = {}
+    for record in records:
+        names.update(dict.fromkeys(record))
+    return {name: [r.get(name) for r in records] for name in names}
+
+
+def _columns(fmt: str, data: Any) -> dict[str, list[Any]] | None:
+    """Tabular payloads as columns; None for shapes left to MLflow's parser."""
+    if fmt == "dataframe_split":
+        if not isinstance(data, dict) or "columns" not in data or "data" not in data:
+            return None
+        names, rows = data["columns"], data["data"]
+        if not isinstance(names, list) or not isinstance(rows, list):
+            return None
+        if not all(isinstance(r, list) and len(r) == len(names) for r in rows):
+            return None
+        return {str(n): [r[i] for r in rows] for i, n in enumerate(names)}
+    if isinstance(data, list):
+        return _records(data)
+    columnar = isinstance(data, dict) and all(isinstance(v, list) for v in data.values())
+    if fmt in ("instances", "inputs") and columnar and len({len(v) for v in data.values()}) == 1:
+        return {str(k): v for k, v in data.items()}
+    return None
+
+
+def parse_mlflow(body: bytes, client_request_id: str | None = None) -> Parsed:
+    """Decode an MLflow scoring request (``dataframe_split``, ``dataframe_records``, ...)."""
+    decoded = _decode(body)
+    if not isinstance(decoded, dict):
+        raise RequestError(
+            400, f"the request must be a JSON object with one of {', '.join(MLFLOW_FORMATS)}"
+        )
+    formats = [key for key in MLFLOW_FORMATS if key in decoded]
+    if len(formats) != 1:
+        raise RequestError(
+            400,
+            f"the request must have exactly one of {', '.join(MLFLOW_FORMATS)} "
+            f"(got fields: {', '.join(decoded) or 'none'})",
+        )
+    params = decoded.get("params")
+    client = decoded.get("client_request_id")
+    if client_request_id is None and isinstance(client, str):
+        client_request_id = client
+    if params is not None and not isinstance(params, dict):
+        raise RequestError(400, f"params must be a JSON object (got {type(params).__name__})")
+    columns = _columns(formats[0], decoded[formats[0]])
+    rows = len(next(iter(columns.values()))) if columns else 0
+    return Parsed(body, columns, rows, params, client_request_id)
+
+
+def parse_v2(body: bytes, client_request_id: str | None = None) -> tuple[Parsed, str | None]:
+    """Decode an Open Inference Protocol request: named input tensors become columns."""
+    decoded = _decode(body)
+    inputs = decoded.get("inputs") if isinstance(decoded, dict) else None
+    if not isinstance(inputs, list) or not inputs:
+        raise RequestError(400, "the request must have a non-empty 'inputs' list of tensors")
+    columns: dict[str, list[Any]] = {}
+    for index, tensor in enumerate(inputs):
+        where = f"inputs[{index}]"
+        if not isinstance(tensor, dict):
+            raise RequestError(400, f"{where} must be an object with name, datatype and data")
+        name, datatype, data = tensor.get("name"), tensor.get("datatype"), tensor.get("data")
+        if not isinstance(name, str) or not name:
+            raise RequestError(400, f"{where}: 'name' is missing")
+        if datatype not in _V2_TYPES:
+            raise RequestError(
+                400, f"{where} ({name}): datatype {datatype!r} is not one of {', '.join(_V2_TYPES)}"
+            )
+        if not isinstance(data, list):
+            raise RequestError(400, f"{where} ({name}): 'data' must be a list")
+        flat = np.asarray(data, dtype=object).reshape(-1).tolist() if data else []
+        columns[name] = flat
+    lengths = {name: len(values) for name, values in columns.items()}
+    if len(set(lengths.values())) != 1:
+        raise RequestError(400, f"input tensors must have the same length (got {lengths})")
+    parameters = decoded.get("parameters")
+    params = parameters if isinstance(parameters, dict) and parameters else None
+    request_id = decoded.get("id")
+    rows = next(iter(lengths.values()))
+    return Parsed(body, columns, rows, params, client_request_id), (
+        str(request_id) if request_id is not None else None
+    )
+
+
+def jsonable(predictions: Any) -> Any:
+    """Predictions as MLflow's scoring server writes them (DataFrames as records)."""
+    from mlflow.utils.proto_json_utils import _get_jsonable_obj
+
+    return _get_jsonable_obj(predictions, pandas_orient="records")  # type: ignore[no-untyped-call]
+
+
+def dumps(value: Any) -> bytes:
+    """JSON with NumPy values, as compact bytes."""
+    return orjson.dumps(
+        value,
+        option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
+        default=_fallback,
+    )
+
+
+def _fallback(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def v2_outputs(predictions: Any) -> list[dict[str, Any]]:
+    """Predictions as Open Inference Protocol output tensors (one per output column)."""
+    if isinstance(predictions, pd.DataFrame):
+        named = {str(c): predictions[c].to_numpy() for c in predictions.columns}
+    elif isinstance(predictions, pd.Series):
+        named = {"predict": predictions.to_numpy()}
+    else:
+        named = {"predict": np.asarray(predictions)}
+    outputs = []
+    for name, array in named.items():
+        outputs.append(
+            {
+                "name": name,
+                "shape": list(array.shape),
+                "datatype": _v2_type(array),
+                "data": array.reshape(-1).tolist(),
+            }
+        )
+    return outputs
+
+
+def _v2_type(array: np.ndarray) -> str:
+    kind = array.dtype
+    for name, numpy_name in _V2_TYPES.items():
+        if numpy_name != "object" and kind == np.dtype(numpy_name):
+            return name
+    return "BYTES"

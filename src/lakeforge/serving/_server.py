@@ -1,0 +1,97 @@
+"""``lakeforge serve``: check the endpoints, recover inference logs, run the workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from typing import TYPE_CHECKING
+
+from lakeforge.errors import ConfigError
+from lakeforge.serving._inference_log import create_table, recover, spool_dir
+from lakeforge.serving._spec import EndpointSpec, ServedEntitySpec
+
+if TYPE_CHECKING:
+    from lakeforge._workspace import Workspace
+
+_REF = re.compile(r"^(?P<model>[^@/]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
+
+
+def endpoint_for_model(ref: str) -> tuple[str, EndpointSpec]:
+    """An ad-hoc endpoint serving ``name@alias`` or ``name/3`` (named after the model)."""
+    match = _REF.match(ref)
+    if match is None:
+        raise ConfigError(f"--model {ref!r} is not NAME@ALIAS or NAME/VERSION")
+    entity = ServedEntitySpec(
+        model=match["model"],
+        alias=match["alias"],
+        version=int(match["version"]) if match["version"] else None,
+    )
+    return match["model"].rsplit(".", 1)[-1], EndpointSpec(served_entities=[entity])
+
+
+def select_endpoints(ws: Workspace, names: list[str] | None) -> dict[str, EndpointSpec]:
+    """The declared endpoints to serve: ``names``, or all of them."""
+    declared = ws.project.config.endpoints
+    if not declared:
+        raise ConfigError(
+            "lakeforge.yaml declares no endpoints",
+            hint="add an `endpoints:` section, or serve one model with --model NAME@ALIAS",
+        )
+    unknown = [n for n in names or [] if n not in declared]
+    if unknown:
+        raise ConfigError(
+            f"unknown endpoint(s) {', '.join(unknown)} (declared: {', '.join(declared)})"
+        )
+    return {n: declared[n] for n in names} if names else dict(declared)
+
+
+def prepare(ws: Workspace, endpoints: dict[str, EndpointSpec]) -> dict[str, int]:
+    """Check every served model exists, create inference tables, recover spooled logs.
+
+    Returns the rows recovered per endpoint from an earlier run that stopped uncleanly.
+    """
+    recovered: dict[str, int] = {}
+    for name, spec in endpoints.items():
+        entities = [*spec.served_entities, *([spec.shadow] if spec.shadow else [])]
+        for entity in entities:
+            ref = f"@{entity.alias}" if entity.alias else f"/{entity.version}"
+            try:
+                ws.models.resolve(entity.model + ref)
+            except Exception as exc:
+                raise ConfigError(f"endpoint {name}, entity {entity.entity_name}: {exc}") from None
+        if spec.inference_table is not None:
+            create_table(ws, spec.inference_table.table)
+            recovered[name] = recover(ws, spec.inference_table.table, spool_dir(ws, name))
+    return recovered
+
+
+def serve(
+    ws: Workspace,
+    endpoints: dict[str, EndpointSpec],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    workers: int = 1,
+) -> None:
+    """Run ``workers`` server processes until SIGINT/SIGTERM, then drain and flush."""
+    import uvicorn
+
+    os.environ["LAKEFORGE_PROJECT_DIR"] = str(ws.project.directory)
+    os.environ["LAKEFORGE_TARGET"] = ws.target.name
+    os.environ["LAKEFORGE_SERVE_ENDPOINTS"] = json.dumps(
+        {name: spec.model_dump(mode="json") for name, spec in endpoints.items()}
+    )
+    with tempfile.TemporaryDirectory(prefix="lakeforge-metrics-") as metrics:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics
+        uvicorn.run(
+            "lakeforge.serving._app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=30,
+        )
