@@ -156,10 +156,8 @@ class FeatureAwareModel(PythonModel):
     # No type hints on purpose: MLflow reads them as a (list[...]-only) input schema.
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         if self._online is not None:
-            frame = self._online.frame(pd.DataFrame(model_input))
-        else:
-            frame = self._offline_frame(model_input)
-        return self.inner.predict(frame[self._columns])
+            return self.inner.predict(self._online.frame(pd.DataFrame(model_input), self._columns))
+        return self.inner.predict(self._offline_frame(model_input)[self._columns])
 
     def _offline_frame(self, model_input: Any) -> pd.DataFrame:
         present = frozenset(str(c) for c in getattr(model_input, "columns", []))
@@ -205,7 +203,17 @@ def log_feature_model(
         "target": ws.target.name,
     }
     keys = [c for c in spec["input_columns"] if c not in set(training_set.label)]
-    example = _naive_utc(features[keys].head(5)) if input_example is None else input_example
+    sample = features.head(5).reset_index(drop=True)
+    missing = [k for k in keys if k not in sample.columns]
+    if missing:  # keys left out of the training data with exclude_columns
+        head = training_set.input_head(len(sample))
+        if head is None:
+            raise LakeforgeError(
+                f"log_model: the training set excludes {', '.join(missing)} and its input "
+                "was streamed, so no example of the keys is at hand; pass input_example="
+            )
+        sample[missing] = head.select(missing).to_pandas()
+    example = _naive_utc(sample[keys]) if input_example is None else input_example
     flavor, model_arg = _flavor(model)
     with tempfile.TemporaryDirectory(prefix="lf-fmodel-") as tmp:
         inner = Path(tmp) / "inner"
@@ -213,7 +221,7 @@ def log_feature_model(
         flavor.save_model(**{model_arg: model}, path=str(inner), **options)  # no slow inference
         spec_file = Path(tmp) / SPEC_FILE
         spec_file.write_text(json.dumps(spec, indent=2, sort_keys=True))
-        signature = _signature(features, keys, model_columns, model)
+        signature = _signature(sample, keys, model_columns, model)
         used: dict[str, list[str]] = {}
         for lookup in spec["lookups"]:
             used.setdefault(lookup["table_name"], []).extend(f["name"] for f in lookup["features"])
@@ -231,15 +239,12 @@ def log_feature_model(
         )
 
 
-def _signature(
-    features: pd.DataFrame, keys: list[str], model_columns: list[str], model: Any
-) -> Any:
+def _signature(head: pd.DataFrame, keys: list[str], model_columns: list[str], model: Any) -> Any:
     """Keys (and lookup timestamps) required; the model's other inputs optional overrides."""
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types.schema import ColSpec, Schema
 
     optional = [c for c in model_columns if c not in keys]
-    head = features.head(5)
     inferred = infer_signature(
         _naive_utc(head[keys + optional]), model.predict(head[model_columns])
     )

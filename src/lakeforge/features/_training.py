@@ -95,6 +95,10 @@ class TrainingSet:
         self._unique = [self._unique_rows(plan) for plan in plans]
         self._sql = self._build_sql()
 
+    def input_head(self, n: int) -> pa.Table | None:
+        """The first ``n`` rows of the labelled input, when it is held in memory."""
+        return self._labels.slice(0, n) if isinstance(self._labels, pa.Table) else None
+
     def _unique_rows(self, plan: _Plan) -> bool:
         """Whether a point-in-time lookup's table has one row per (key, timestamp).
 
