@@ -26,7 +26,7 @@ endpoints:
   delay:
     served_entities:
       - {model: ml.delay, alias: champion, traffic: 100}
-    inference_table: {table: serving.delay_requests, flush_interval_s: 0.3}
+    inference_table: {table: serving.delay_requests, sample: 0.5, flush_interval_s: 0.3}
     poll_interval_s: 0.5
   split:
     served_entities:
@@ -44,6 +44,10 @@ endpoints:
     served_entities:
       - {model: ml.delay, version: 1}
     inference_table: {table: serving.crash_requests, flush_interval_s: 3600, flush_rows: 1000000}
+  slow:
+    served_entities:
+      - {model: ml.flaky, alias: champion}
+    inference_table: {table: serving.slow_requests, flush_interval_s: 3600}
   flaky:
     served_entities:
       - {model: ml.flaky, alias: champion}

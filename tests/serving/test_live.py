@@ -97,8 +97,15 @@ def test_hot_swap_under_load_fails_no_request(
         for thread in threads:
             thread.join()
     assert failures == [] and sent[0] > 50
-    ws_version = server.post("/invocations", payload)
-    assert ws_version[0] == 200
+    with lakeforge.connect("dev", project_dir=served_project) as ws:
+        ws.models.rollback("ml.delay", reason="rollback takes the same path")
+        back = str(ws.models.resolve("ml.delay@champion").version)
+    deadline = time.monotonic() + 30
+    while server.get("/health")[1]["entities"]["delay/delay-champion"].get("version") != back:
+        assert time.monotonic() < deadline, "rollback was not picked up"
+        time.sleep(0.1)
+    with lakeforge.connect("dev", project_dir=served_project) as ws:
+        ws.models.set_alias("ml.delay", "champion", 1)  # as the other tests expect
 
 
 def test_kill_9_then_restart_keeps_every_acknowledged_request_once(

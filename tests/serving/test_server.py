@@ -57,7 +57,8 @@ def test_v2_protocol_and_metadata(start_server: Any, all_flights: pa.Table) -> N
     assert status == 200, answer
     _, mlflow_answer = server.post("/invocations", _split(data))
     assert answer["id"] == "abc" and answer["model_name"] == "delay"
-    assert answer["model_version"] == "1"
+    health = server.get("/health")[1]["entities"]["delay/delay-champion"]
+    assert answer["model_version"] == health["version"]
     (output,) = answer["outputs"]
     assert output["shape"] == [5] and output["data"] == mlflow_answer["predictions"]
     assert server.get("/v2/models/delay/ready")[0] == 200
@@ -129,3 +130,44 @@ def test_metrics_count_requests_per_entity(start_server: Any, all_flights: pa.Ta
     assert ok and float(ok[0].split()[-1]) == 10.0, lines
     assert any(line.startswith("lakeforge_serving_errors_total") for line in lines)
     assert any(line.startswith("lakeforge_serving_latency_seconds_bucket") for line in lines)
+
+
+def test_inference_log_is_sampled(
+    start_server: Any, served_project: Any, all_flights: pa.Table
+) -> None:
+    server = start_server("-e", "delay")
+    data = _split(frame(all_flights).head(1)[FEATURES])
+    for i in range(200):
+        server.post("/invocations", data, {"X-Client-Request-Id": f"s{i}"})
+    server.stop()
+    with lakeforge.connect("dev", project_dir=served_project) as ws:
+        log = ws.tables.read("dev.serving.delay_requests", format="pandas")
+    mine = log[log["client_request_id"].str.startswith("s", na=False)]
+    assert 60 <= len(mine) <= 140, len(mine)  # binomial(200, 0.5): far outside is a bug
+    assert (mine["sampling_fraction"] == 0.5).all()
+
+
+def test_sigterm_drains_requests_in_flight_and_flushes_the_log(
+    start_server: Any, served_project: Any
+) -> None:
+    import os
+    import signal
+    import threading
+
+    server = start_server("-e", "slow")
+    answers: list[Any] = []
+    slow = threading.Thread(
+        target=lambda: answers.append(
+            server.post("/invocations", {"dataframe_records": [{"x": -2.0}]})
+        )
+    )
+    slow.start()
+    time.sleep(1.0)  # the request is being scored (3 s)
+    os.kill(server.process.pid, signal.SIGTERM)
+    slow.join(timeout=30)
+    assert answers == [(200, {"predictions": [{"x": -4.0}]})]
+    # uvicorn re-raises the signal once it has shut down cleanly
+    assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
+    with lakeforge.connect("dev", project_dir=served_project) as ws:
+        log = ws.tables.read("dev.serving.slow_requests", format="pandas")
+    assert log["status_code"].tolist() == [200]  # flushed on shutdown (interval is an hour)
