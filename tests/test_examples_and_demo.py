@@ -46,6 +46,17 @@ def test_demo_walks_the_lakehouse_on_real_flights(tmp_path: Path) -> None:
     assert '+ job refresh_gold as "[dev ' in text
     assert "task values {'carriers': 16}" in text
     assert "trigger table_update:dev.silver.airlines fired run 2: succeeded" in text
+    # feature store: point-in-time training, online scoring equal to point-in-time
+    assert "same as point-in-time at the newest rows" in text
+    # serving: keys in, a clear 400, a hot swap without failures, the inference table
+    assert "keys only -> weather looked up online -> 200" in text
+    assert "a request without its keys -> 400: Model is missing inputs ['origin']" in text
+    assert "swapped while serving" in text and " 0 failed" in text
+    log = ws.sql(
+        "SELECT model_version, count(*) AS n FROM dev.serving.departure_delay_requests "
+        "GROUP BY 1 ORDER BY 1"
+    ).to_pylist()
+    assert [row["model_version"] for row in log] == ["1", "2"]
     # `lakeforge demo` again, as `make demo` runs it, starts from scratch: same result
     again = subprocess.run(
         [sys.executable, "-m", "lakeforge", "demo", "--dir", str(tmp_path / "demo")],

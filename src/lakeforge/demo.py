@@ -263,6 +263,14 @@ WEATHER = ["temp", "humid", "wind_speed", "precip", "visib"]
 WEATHER_SQL = f"""SELECT origin, time_hour, {", ".join(f"avg({c}) AS {c}" for c in WEATHER)}
 FROM dev.bronze.weather GROUP BY origin, time_hour"""  # a few hours are reported twice
 FEATURE_MODEL = "dev.ml.departure_delay"
+DEMO_ENDPOINTS = """
+endpoints:
+  departure_delay:
+    served_entities:
+      - {model: ml.departure_delay, alias: champion}
+    inference_table: {table: serving.departure_delay_requests, flush_interval_s: 1}
+    poll_interval_s: 1
+"""
 
 
 def feature_store(ws: Workspace, console: Console) -> None:
@@ -318,6 +326,17 @@ def feature_store(ws: Workspace, console: Console) -> None:
         )
     uri = f"models:/{FEATURE_MODEL}/{version.version}"
     console.print(f"  registered {FEATURE_MODEL} v{version.version} with its feature spec")
+    ws.models.set_alias(FEATURE_MODEL, "champion", version.version, reason="demo")
+    with ws.start_run("train", run_name="departure-delay-weather-deeper", autolog=False):
+        deeper = HistGradientBoostingRegressor(max_iter=100, random_state=7)
+        ws.log_model(
+            deeper.fit(train[columns], train["dep_delay"]),
+            FEATURE_MODEL,
+            training_set=training_set,
+            skops_trusted_types=[
+                "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
+            ],
+        )
     keys = ws.sql("""
         SELECT origin, time_hour, hour, dep_delay AS actual
         FROM dev.silver.flights WHERE month = 12 AND day = 31""")
@@ -361,6 +380,111 @@ def feature_store(ws: Workspace, console: Console) -> None:
     )
 
 
+def serve_endpoint(ws: Workspace, console: Console) -> None:
+    """Serve the feature-aware model over HTTP: keys in, hot swap, inference table."""
+    import json
+    import signal
+    import socket
+    import sys
+    import urllib.error
+    import urllib.request
+
+    console.print(
+        Rule("8. Online serving: lakeforge serve, feature lookup, hot swap, inference table")
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    log = ws.project.directory / "serve.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "lakeforge",
+                "--project-dir",
+                str(ws.project.directory),
+                "-t",
+                ws.target.name,
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def call(path: str, payload: Any = None) -> tuple[int, Any]:
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(url + path, data=data)
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if call("/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise LakeforgeError(f"lakeforge serve did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.3)
+        console.print(f"  lakeforge serve: endpoint departure_delay on {url}, 2 workers")
+        keys = [
+            {"origin": o, "time_hour": "2013-12-31T18:00:00", "hour": 18}
+            for o in ("EWR", "JFK", "LGA")
+        ]
+        status, answer = call(
+            "/serving-endpoints/departure_delay/invocations", {"dataframe_records": keys}
+        )
+        shown = ", ".join(
+            f"{k['origin']} {p:.1f}" for k, p in zip(keys, answer["predictions"], strict=True)
+        )
+        console.print(f"  keys only -> weather looked up online -> {status}: {shown} min")
+        storm = [k | {"wind_speed": 40.0, "precip": 1.0} for k in keys[:1]]
+        status, answer = call("/invocations", {"dataframe_records": storm})
+        console.print(
+            f"  the same EWR request with wind 40 mph and rain sent in (overrides the store): "
+            f"{answer['predictions'][0]:.1f} min"
+        )
+        status, answer = call("/invocations", {"dataframe_records": [{"hour": 18}]})
+        console.print(f"  a request without its keys -> {status}: {answer['message'][:90]}")
+        failures, sent = 0, 0
+        new = str(max(int(v.version) for v in ws.models.versions(FEATURE_MODEL)))
+        ws.models.set_alias(FEATURE_MODEL, "champion", int(new), reason="demo hot swap")
+        deadline, after = time.monotonic() + 60, 0
+        while time.monotonic() < deadline and after < 20:  # 20 more once a worker swapped
+            status, _ = call("/invocations", {"dataframe_records": keys})
+            sent, failures = sent + 1, failures + (status != 200)
+            version = call("/health")[1]["entities"]["departure_delay/departure_delay-champion"]
+            after += version.get("version") == new
+        console.print(
+            f"  champion moved to v{new}: swapped while serving, {sent} requests, {failures} failed"
+        )
+    finally:
+        server.send_signal(signal.SIGTERM)  # drains, then flushes the inference log
+        server.wait(timeout=60)
+    _show(
+        console,
+        ws,
+        "Inference table (every request, flushed from the spool on shutdown)",
+        """
+        SELECT model_version, status_code, count(*) AS requests,
+               round(median(execution_time_ms), 2) AS median_ms
+        FROM dev.serving.departure_delay_requests GROUP BY ALL ORDER BY ALL""",
+    )
+
+
 def _load_model(ws: Workspace, uri: str) -> Any:
     import mlflow
 
@@ -380,7 +504,7 @@ def run_demo(directory: Path, console: Console | None = None) -> Workspace:
     _use_demo_policy(project)
     (project / "pipelines.py").write_text(DEMO_PIPELINES)
     with (project / "lakeforge.yaml").open("a") as handle:
-        handle.write(DEMO_JOBS)
+        handle.write(DEMO_JOBS + DEMO_ENDPOINTS)
     _commit(project)
     ws = connect("dev", project_dir=project)
     landing = directory / "landing"
@@ -456,6 +580,11 @@ def run_demo(directory: Path, console: Console | None = None) -> Workspace:
     train_model(ws, console)
     run_jobs(ws, console)
     feature_store(ws, console)
+    serve_endpoint(ws, console)
     console.print(Rule("Done"))
-    console.print(f"Project: {project}\nTry: lakeforge --project-dir {project} tables list")
+    console.print(
+        f"Project: {project}\nTry: lakeforge --project-dir {project} tables list\n"
+        f"     lakeforge --project-dir {project} serve   (then POST keys to "
+        "/serving-endpoints/departure_delay/invocations)"
+    )
     return ws
