@@ -45,6 +45,14 @@ def test_mlflow_protocol_matches_mlflow_scoring(
             status, answer = server.post(path, payload)
             assert status == 200, answer
             assert answer == json.loads(expected.response)
+    csv = data.to_csv(index=False)
+    expected = invocations(csv, "text/csv", model, model.metadata.get_input_schema())
+    status, answer = server.request(
+        "POST", "/invocations", csv.encode(), {"Content-Type": "text/csv"}
+    )
+    assert status == 200 and answer == json.loads(expected.response)
+    status, answer = server.request("POST", "/invocations", b"x", {"Content-Type": "text/plain"})
+    assert status == 415 and "content types" in answer["message"]
 
 
 def test_v2_protocol_and_metadata(start_server: Any, all_flights: pa.Table) -> None:

@@ -291,28 +291,41 @@ class ServingApp:
         try:
             _check_auth(endpoint, headers)
             body = await _read_body(receive, headers, endpoint.spec.max_payload_mb)
-            if v2:
-                parsed, v2_id = parse_v2(body, client_id)
-            else:
-                parsed = parse_mlflow(body, client_id)
-            client_id = parsed.client_request_id
-            if model is None:
-                raise RequestError(503, f"endpoint {endpoint.name!r} is still loading", "NOT_READY")
-            predictions = await _score(entity, model, parsed, v2, endpoint.spec.timeout_s)
-            status = 200
-            if v2:
-                response = dumps(
-                    {
-                        "model_name": endpoint.name,
-                        "model_version": model.version,
-                        "id": v2_id or request_id,
-                        "outputs": v2_outputs(predictions),
-                    }
+            content_type = _header(headers, b"content-type") or "application/json"
+            if not v2 and not content_type.startswith("application/json"):
+                if model is None:
+                    raise RequestError(503, f"endpoint {endpoint.name!r} is still loading")
+                status, response = await _wait(
+                    asyncio.get_running_loop().run_in_executor(
+                        None, model.invoke_mlflow, body, content_type
+                    ),
+                    endpoint.spec.timeout_s,
                 )
             else:
-                response = dumps({"predictions": jsonable(predictions)})
-            if endpoint.shadow is not None and endpoint.shadow.current is not None:
-                _shadow(runtime, endpoint, parsed, v2)
+                if v2:
+                    parsed, v2_id = parse_v2(body, client_id)
+                else:
+                    parsed = parse_mlflow(body, client_id)
+                client_id = parsed.client_request_id
+                if model is None:
+                    raise RequestError(
+                        503, f"endpoint {endpoint.name!r} is still loading", "NOT_READY"
+                    )
+                predictions = await _score(entity, model, parsed, v2, endpoint.spec.timeout_s)
+                status = 200
+                if v2:
+                    response = dumps(
+                        {
+                            "model_name": endpoint.name,
+                            "model_version": model.version,
+                            "id": v2_id or request_id,
+                            "outputs": v2_outputs(predictions),
+                        }
+                    )
+                else:
+                    response = dumps({"predictions": jsonable(predictions)})
+                if endpoint.shadow is not None and endpoint.shadow.current is not None:
+                    _shadow(runtime, endpoint, parsed, v2)
         except RequestError as exc:
             status, response = exc.status, exc.body()
         except Exception:
@@ -335,12 +348,16 @@ class ServingApp:
 
 async def _score(entity: Entity, model: Any, parsed: Parsed, v2: bool, timeout_s: float) -> Any:
     frame = model.frame(parsed)
+    if frame is not None:
+        assert entity.batcher is not None
+        return await _wait(entity.batcher.submit(model, frame), timeout_s)
+    loop = asyncio.get_running_loop()
+    return await _wait(loop.run_in_executor(None, model.predict_request, parsed, v2), timeout_s)
+
+
+async def _wait(call: Awaitable[Any], timeout_s: float) -> Any:
+    """``call``'s result, or a 504 once ``timeout_s`` has passed."""
     try:
-        if frame is not None:
-            assert entity.batcher is not None
-            return await asyncio.wait_for(entity.batcher.submit(model, frame), timeout_s)
-        loop = asyncio.get_running_loop()
-        call = loop.run_in_executor(None, model.predict_request, parsed, v2)
         return await asyncio.wait_for(call, timeout_s)
     except TimeoutError:
         raise RequestError(

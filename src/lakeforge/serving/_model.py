@@ -68,6 +68,8 @@ class LoadedModel:
     _predict_fn: Any = field(default=None, repr=False)
     _takes_params: bool = False
     _index: pd.Index | None = field(default=None, repr=False)
+    _names: list[str] = field(default_factory=list, repr=False)
+    _numeric: str | None = None  # every column double (or float): the matrix fast path
 
     @classmethod
     def wrap(cls, model_name: str, version: str, pyfunc: Any) -> LoadedModel:
@@ -86,7 +88,11 @@ class LoadedModel:
                 return model
             specs.append((spec.name, kind, bool(getattr(spec, "required", True))))
         model.columns = specs
-        model._index = pd.Index([name for name, _, _ in specs])
+        model._names = [name for name, _, _ in specs]
+        model._index = pd.Index(model._names)
+        kinds = {kind for _, kind, _ in specs}
+        if kinds in ({"double"}, {"float"}):
+            model._numeric = "float64" if kinds == {"double"} else "float32"
         model._predict_fn = pyfunc._predict_fn
         params = inspect.signature(model._predict_fn).parameters.get("params")
         model._takes_params = params is not None and params.kind != inspect.Parameter.VAR_KEYWORD
@@ -96,6 +102,12 @@ class LoadedModel:
         """The request as the DataFrame the flavor expects, or None to let MLflow parse it."""
         if self.columns is None or parsed.columns is None or parsed.params:
             return None
+        if self._numeric and parsed.split is not None and parsed.split[0] == self._names:
+            matrix = np.array(parsed.split[1])  # one call for a numeric dataframe_split
+            if matrix.ndim == 2 and matrix.dtype.kind in "if":
+                return pd.DataFrame(
+                    matrix.astype(self._numeric, copy=False), columns=self._index, copy=False
+                )
         data: dict[str, np.ndarray] = {}
         try:
             for name, kind, required in self.columns:
@@ -140,6 +152,20 @@ class LoadedModel:
             if exc.error_code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST"):
                 raise RequestError(400, exc.message) from None
             raise
+
+    def invoke_mlflow(self, body: bytes, content_type: str) -> tuple[int, bytes]:
+        """Other content types (CSV, Parquet; 415 otherwise) through MLflow's own handler."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.pyfunc.scoring_server import invocations
+
+        schema = self.pyfunc.metadata.get_input_schema()
+        try:
+            answer = invocations(body, content_type, self.pyfunc, schema)  # type: ignore[no-untyped-call]
+        except MlflowException as exc:
+            raise RequestError(400, exc.message) from None
+        if answer.status == 200:
+            return 200, answer.response.encode()
+        raise RequestError(answer.status, str(answer.response), "UNSUPPORTED_MEDIA_TYPE")
 
     def warm(self) -> None:
         """Score the model's input example once, off the request path."""

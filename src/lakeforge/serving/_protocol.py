@@ -55,6 +55,7 @@ class Parsed:
     rows: int
     params: dict[str, Any] | None
     client_request_id: str | None = None
+    split: tuple[list[str], list[list[Any]]] | None = None  # dataframe_split: names, rows
 
 
 def _decode(body: bytes) -> Any:
@@ -114,7 +115,10 @@ def parse_mlflow(body: bytes, client_request_id: str | None = None) -> Parsed:
         raise RequestError(400, f"params must be a JSON object (got {type(params).__name__})")
     columns = _columns(formats[0], decoded[formats[0]])
     rows = len(next(iter(columns.values()))) if columns else 0
-    return Parsed(body, columns, rows, params, client_request_id)
+    split = None
+    if columns is not None and formats[0] == "dataframe_split":
+        split = (list(columns), decoded["dataframe_split"]["data"])
+    return Parsed(body, columns, rows, params, client_request_id, split)
 
 
 def parse_v2(body: bytes, client_request_id: str | None = None) -> tuple[Parsed, str | None]:
