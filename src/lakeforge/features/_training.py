@@ -56,6 +56,11 @@ class _Plan:
         return [self.lookup.output_name(f) for f in self.features]
 
 
+_KEY_PRESERVING = frozenset(
+    {"CREATE TABLE", "MERGE", "DELETE", "OPTIMIZE", "VACUUM START", "VACUUM END"}
+)
+
+
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -108,6 +113,8 @@ class TrainingSet:
         ts = plan.info.timestamp_key
         if plan.lookup.timestamp_lookup_key is None or ts is None:
             return False
+        if self._written_by_merges(plan):
+            return True
         con = connect()
         try:
             register_snapshot(
@@ -120,6 +127,20 @@ class TrainingSet:
         finally:
             con.close()
         return not found[0][0]
+
+    def _written_by_merges(self, plan: _Plan) -> bool:
+        """Whether every commit up to the read version keeps the primary key unique.
+
+        Feature tables are written by merges on their primary key (timestamp key
+        included), which refuse repeated keys: such a table needs no check. A plain
+        append or overwrite (through the lakehouse API) may repeat keys.
+        """
+        commits = self._lakehouse.delta(plan.info.name).history()
+        return all(
+            commit.get("operation") in _KEY_PRESERVING
+            for commit in commits
+            if commit.get("version", 0) <= plan.info.version
+        )
 
     # -- the query --------------------------------------------------------------------
 
