@@ -327,3 +327,29 @@ def test_cli_prints_the_diff_then_applies(folder: Path, capsys: pytest.CaptureFi
     assert "applied 4 change(s) to target dev" in capsys.readouterr().out
     _cli()(args, standalone_mode=False)
     assert capsys.readouterr().out.splitlines()[-1] == "no changes"
+
+
+def test_endpoints_are_recorded_with_their_inference_tables_and_unknown_models_reported(
+    folder: Path,
+) -> None:
+    endpoint = {
+        "served_entities": [{"model": "ml.churn", "alias": "champion"}],
+        "inference_table": {"table": "serving.churn_requests"},
+    }
+    write(folder, edited(endpoints={"churn": endpoint}))
+    with connect(folder) as ws:
+        result = deploy(ws)
+        assert ("create", "endpoint", "churn") in summary_of(result)
+        assert ws.tables.exists("dev.serving.churn_requests")
+        (problem,) = result.unresolved
+        assert "endpoint churn, entity churn-champion" in problem and "dev.ml.churn" in problem
+        assert any(line.startswith("! endpoint churn") for line in render(result))
+    write(folder, edited(endpoints={"churn": endpoint | {"timeout_s": 5}}))
+    with connect(folder) as ws:
+        (change,) = plan(ws).changes
+        assert (change.action, change.kind, change.fields) == ("update", "endpoint", ("timeout_s",))
+        deploy(ws)
+    write(folder, CONFIG)
+    with connect(folder) as ws:
+        assert summary_of(deploy(ws)) == [("delete", "endpoint", "churn")]
+        assert ws.tables.exists("dev.serving.churn_requests")  # the log is kept

@@ -1,10 +1,12 @@
-"""``lakeforge deploy``: make a target match the tables and jobs declared in the project.
+"""``lakeforge deploy``: make a target match the tables, jobs and endpoints declared.
 
 Like Databricks Asset Bundles' ``bundle deploy``: :func:`plan` compares the declared
 resources with what the target has (its Delta tables, and the ``deployed_resources``
 rows of its state store), :func:`apply` carries the changes out. Deploy creates missing
 tables but never alters or drops an existing one: a table whose columns differ from the
-declared ones is reported as drift.
+declared ones is reported as drift. Endpoints are recorded (``lakeforge serve`` runs
+them) and their inference tables created; a served model the target's registry does not
+have yet is reported, not refused: with deploy-code, models arrive after the code.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from lakeforge._identity import current_user
 from lakeforge.errors import LakeforgeError, SchemaMismatchError, TableNameError
 from lakeforge.lakehouse import TableName, parse_columns
 from lakeforge.project._jobs import JobSpec, TableSpec
+from lakeforge.serving._spec import EndpointSpec
 from lakeforge.state import deployed_resources, job_settings, upsert
 
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace
 
 Action = Literal["create", "update", "delete", "forget"]
-Kind = Literal["job", "table"]
+Kind = Literal["job", "table", "endpoint"]
 
 
 class DeployError(LakeforgeError):
@@ -81,6 +84,7 @@ class Plan:
     development: bool
     changes: tuple[Change, ...]
     drift: tuple[Drift, ...] = ()
+    unresolved: tuple[str, ...] = ()  # endpoint entities whose model is not in the target
     applied: bool = False
 
     @property
@@ -88,12 +92,12 @@ class Plan:
         return bool(self.changes)
 
 
-def canonical_json(spec: JobSpec | TableSpec) -> str:
+def canonical_json(spec: JobSpec | TableSpec | EndpointSpec) -> str:
     """The spec as canonical JSON (sorted keys, no spaces): what the spec hash covers."""
     return json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
 
-def spec_hash(spec: JobSpec | TableSpec) -> str:
+def spec_hash(spec: JobSpec | TableSpec | EndpointSpec) -> str:
     """sha256 of the spec's canonical JSON."""
     return hashlib.sha256(canonical_json(spec).encode()).hexdigest()
 
@@ -160,12 +164,38 @@ def plan(ws: Workspace) -> Plan:
         pause = True if ws.target.development and adds_schedule else None
         changes.append(Change("update", "job", job, name, spec, fields=fields, paused=pause))
 
+    unresolved: list[str] = []
+    for endpoint, endpoint_spec in config.endpoints.items():
+        spec = canonical_json(endpoint_spec)
+        row = recorded.get(("endpoint", endpoint))
+        if row is None:
+            changes.append(Change("create", "endpoint", endpoint, endpoint, spec))
+        elif row.spec_hash != spec_hash(endpoint_spec):
+            fields = _changed_fields(json.loads(row.spec), json.loads(spec))
+            changes.append(Change("update", "endpoint", endpoint, endpoint, spec, fields=fields))
+        unresolved += _unresolved_entities(ws, endpoint, endpoint_spec)
+
+    declared: dict[str, Any] = {"job": config.jobs, "endpoint": config.endpoints}
     for (kind, name), row in sorted(recorded.items(), key=lambda item: item[0]):
-        if kind == "job" and name not in config.jobs:
-            changes.append(Change("delete", "job", name, row.deployed_name))
+        if kind in declared and name not in declared[kind]:
+            changes.append(Change("delete", kind, name, row.deployed_name))
         elif kind == "table" and name not in declared_tables:
             changes.append(Change("forget", "table", name, row.deployed_name))
-    return Plan(ws.target.name, ws.target.development, tuple(changes), tuple(drift))
+    return Plan(
+        ws.target.name, ws.target.development, tuple(changes), tuple(drift), tuple(unresolved)
+    )
+
+
+def _unresolved_entities(ws: Workspace, endpoint: str, spec: EndpointSpec) -> list[str]:
+    """The endpoint's entities whose model version or alias the target does not have."""
+    found = []
+    for entity in [*spec.served_entities, *([spec.shadow] if spec.shadow else [])]:
+        ref = f"@{entity.alias}" if entity.alias else f"/{entity.version}"
+        try:
+            ws.models.resolve(entity.model + ref)
+        except LakeforgeError as exc:
+            found.append(f"endpoint {endpoint}, entity {entity.entity_name}: {exc.message}")
+    return found
 
 
 def _table_name(ws: Workspace, key: str) -> TableName:
@@ -257,6 +287,13 @@ def apply(ws: Workspace, plan: Plan) -> Plan:
         if change.kind == "table" and change.action == "create":
             assert change.spec is not None
             _create_table(ws, change.name, TableSpec.model_validate_json(change.spec))
+        if change.kind == "endpoint" and change.action in ("create", "update"):
+            assert change.spec is not None
+            table = EndpointSpec.model_validate_json(change.spec).inference_table
+            if table is not None:
+                from lakeforge.serving._inference_log import create_table
+
+                create_table(ws, table.table)
         with engine.begin() as conn:
             if change.action in ("create", "update"):
                 _upsert_record(conn, change)
@@ -332,6 +369,8 @@ def render(plan: Plan, *, with_summary: bool = True) -> list[str]:
         lines.append(line)
     for found in plan.drift:
         lines.append(f"! drift table {found.table}: {found.describe()}")
+    for problem in plan.unresolved:
+        lines.append(f"! {problem} (lakeforge serve refuses it until it is registered)")
     if plan.drift:
         lines.append(DRIFT_NOTE)
     if with_summary:

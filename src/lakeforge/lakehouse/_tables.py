@@ -439,6 +439,7 @@ class Lakehouse:
         partition_by: Sequence[str] | None = None,
         primary_keys: Sequence[str] | None = None,
         commit_properties: CommitProperties | None = None,
+        quality_log: bool = True,
     ) -> WriteResult:
         """Append or overwrite rows, creating the table on first write.
 
@@ -446,6 +447,8 @@ class Lakehouse:
         nullable columns become null, new columns need ``schema_evolution='merge'``.
         Expectations run first; a failing ``expect_or_fail`` writes nothing. Either the
         whole write commits as one new version or the table stays at its previous version.
+        Each write is recorded in ``<catalog>.system.quality_log`` unless ``quality_log``
+        is false (for high-frequency machine writes such as inference logs).
         """
         table = self.name(name)
         owner = self.owner_of(table, write=True)
@@ -519,7 +522,8 @@ class Lakehouse:
             rule_failures={r.rule.name: r.failed for r in outcome.results} if outcome else {},
             metrics=metrics,
         )
-        self._log_quality(result, outcome, write_id)
+        if quality_log or outcome is not None:
+            self._log_quality(result, outcome, write_id)
         return result
 
     def _open(self, table: TableName, owner: Target) -> DeltaTable | None:

@@ -163,6 +163,7 @@ def commit(ws: Workspace, table: str, paths: list[Path]) -> int:
             table,
             rows,
             mode="append",
+            quality_log=False,  # one commit per flush, not two
             commit_properties=CommitProperties(
                 app_transactions=[Transaction(_APP + w, s) for w, s in sorted(newest.items())]
             ),
