@@ -16,7 +16,6 @@ trace is logged, not returned), 503 (not loaded yet), 504 (over ``timeout_s``).
 from __future__ import annotations
 
 import asyncio
-import gc
 import hashlib
 import json
 import logging
@@ -25,12 +24,10 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from lakeforge.serving import _metrics
-from lakeforge.serving._entities import Batcher, Entity
-from lakeforge.serving._inference_log import Flusher, Spool, spool_dir
+from lakeforge.serving._entities import Entity
 from lakeforge.serving._protocol import (
     Parsed,
     RequestError,
@@ -40,8 +37,8 @@ from lakeforge.serving._protocol import (
     parse_v2,
     v2_outputs,
 )
+from lakeforge.serving._runtime import Endpoint, Runtime, all_entities
 from lakeforge.serving._spec import EndpointSpec
-from lakeforge.serving._watch import Watcher
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -51,121 +48,6 @@ Send = Callable[[Message], Awaitable[None]]
 ENDPOINTS_ENV = "LAKEFORGE_SERVE_ENDPOINTS"
 log = logging.getLogger("lakeforge.serving")
 _JSON = [(b"content-type", b"application/json")]
-
-
-@dataclass
-class Endpoint:
-    """One endpoint as a worker runs it."""
-
-    name: str
-    spec: EndpointSpec
-    entities: list[Entity]
-    shadow: Entity | None
-    tokens: frozenset[str]
-    flusher: Flusher | None = None
-    _weights: list[float] = field(default_factory=list)
-
-    def choose(self) -> Entity:
-        """An entity drawn by the traffic shares."""
-        if len(self.entities) == 1:
-            return self.entities[0]
-        if not self._weights:
-            self._weights = [e.traffic for e in self.entities]
-        return random.choices(self.entities, weights=self._weights)[0]
-
-
-class Runtime:
-    """Everything a worker serves: endpoints, their watcher, logs and online store."""
-
-    def __init__(self, project_dir: str, target: str, specs: dict[str, EndpointSpec]) -> None:
-        from lakeforge._workspace import connect
-
-        self.ws = connect(target, project_dir=project_dir)
-        self.online = _online_store(self.ws)
-        self.endpoints: dict[str, Endpoint] = {}
-        for name, spec in specs.items():
-            self.endpoints[name] = _endpoint(self.ws, name, spec)
-        entities = [e for ep in self.endpoints.values() for e in _all_entities(ep)]
-        interval = min(spec.poll_interval_s for spec in specs.values())
-        self.watcher = Watcher(
-            self.ws,
-            entities,
-            self.online,
-            poll_interval_s=interval,
-            on_swap=lambda e: _metrics.SWAPS.labels(e.endpoint, e.name).inc(),
-        )
-        self.shadow_tasks: set[asyncio.Task[None]] = set()
-
-    def start(self) -> None:
-        """Load every entity, then keep watching the registry."""
-        self.watcher.start()
-        # What is loaded now (libraries, models) lives as long as the worker: keep it out of
-        # the collector's full passes, which otherwise stall requests for 100+ ms.
-        gc.collect()
-        gc.freeze()
-
-    @property
-    def ready(self) -> bool:
-        return self.watcher.ready.is_set()
-
-    async def close(self) -> None:
-        """Drain shadow calls, stop the watcher and batchers, flush every inference log."""
-        if self.shadow_tasks:
-            await asyncio.wait(self.shadow_tasks, timeout=10)
-        self.watcher.stop()
-        for endpoint in self.endpoints.values():
-            for entity in _all_entities(endpoint):
-                assert entity.batcher is not None
-                entity.batcher.stop()
-            if endpoint.flusher is not None:
-                endpoint.flusher.close()
-        if self.online is not None:
-            self.online.close()
-        self.ws.close()
-
-
-def _all_entities(endpoint: Endpoint) -> list[Entity]:
-    return [*endpoint.entities, *([endpoint.shadow] if endpoint.shadow else [])]
-
-
-def _online_store(ws: Any) -> Any:
-    from lakeforge.features._publish import online_store
-
-    try:
-        return online_store(ws)
-    except Exception:  # an unreachable store only matters to feature-aware models
-        log.exception("the online store of target %s is unavailable", ws.target.name)
-        return None
-
-
-def _endpoint(ws: Any, name: str, spec: EndpointSpec) -> Endpoint:
-    entities = [
-        Entity(name, e, ws.models.model_name(e.model), e.traffic) for e in spec.served_entities
-    ]
-    shadow = (
-        Entity(name, spec.shadow, ws.models.model_name(spec.shadow.model), 0.0, shadow=True)
-        if spec.shadow
-        else None
-    )
-    endpoint = Endpoint(
-        name,
-        spec,
-        entities,
-        shadow,
-        frozenset(spec.auth.token_sha256) if spec.auth else frozenset(),
-    )
-    for entity in _all_entities(endpoint):
-        entity.batcher = Batcher(f"{name}-{entity.name}", spec.max_batch_rows)
-    if spec.inference_table is not None:
-        table = spec.inference_table
-        endpoint.flusher = Flusher(
-            ws,
-            table.table,
-            Spool(spool_dir(ws, name)),
-            interval_s=table.flush_interval_s,
-            max_rows=table.flush_rows,
-        )
-    return endpoint
 
 
 # -- the ASGI application ----------------------------------------------------------------
@@ -247,7 +129,7 @@ class ServingApp:
                     else {"model": e.model_name, "loading": True, "error": e.error}
                 )
                 for ep in runtime.endpoints.values()
-                for e in _all_entities(ep)
+                for e in all_entities(ep)
             }
             ready = runtime.ready
             return (200 if ready else 503), dumps({"ready": ready, "entities": state}), _JSON
@@ -287,43 +169,26 @@ class ServingApp:
         model = entity.current
         body = b""
         client_id = _header(headers, b"x-client-request-id")
-        v2_id: str | None = None
         try:
             _check_auth(endpoint, headers)
             body = await _read_body(receive, headers, endpoint.spec.max_payload_mb)
+            if model is None:
+                raise RequestError(503, f"endpoint {endpoint.name!r} is still loading", "NOT_READY")
             content_type = _header(headers, b"content-type") or "application/json"
-            if not v2 and not content_type.startswith("application/json"):
-                if model is None:
-                    raise RequestError(503, f"endpoint {endpoint.name!r} is still loading")
-                status, response = await _wait(
-                    asyncio.get_running_loop().run_in_executor(
-                        None, model.invoke_mlflow, body, content_type
-                    ),
-                    endpoint.spec.timeout_s,
-                )
+            if not v2 and not content_type.startswith("application/json"):  # CSV, Parquet
+                loop = asyncio.get_running_loop()
+                call = loop.run_in_executor(None, model.invoke_mlflow, body, content_type)
+                status, response = await _wait(call, endpoint.spec.timeout_s)
             else:
-                if v2:
-                    parsed, v2_id = parse_v2(body, client_id)
-                else:
-                    parsed = parse_mlflow(body, client_id)
+                parsed, v2_id = (
+                    parse_v2(body, client_id) if v2 else (parse_mlflow(body, client_id), None)
+                )
                 client_id = parsed.client_request_id
-                if model is None:
-                    raise RequestError(
-                        503, f"endpoint {endpoint.name!r} is still loading", "NOT_READY"
-                    )
                 predictions = await _score(entity, model, parsed, v2, endpoint.spec.timeout_s)
-                status = 200
-                if v2:
-                    response = dumps(
-                        {
-                            "model_name": endpoint.name,
-                            "model_version": model.version,
-                            "id": v2_id or request_id,
-                            "outputs": v2_outputs(predictions),
-                        }
-                    )
-                else:
-                    response = dumps({"predictions": jsonable(predictions)})
+                status, response = (
+                    200,
+                    _answer(endpoint, model, predictions, v2, v2_id or request_id),
+                )
                 if endpoint.shadow is not None and endpoint.shadow.current is not None:
                     _shadow(runtime, endpoint, parsed, v2)
         except RequestError as exc:
@@ -344,6 +209,20 @@ class ServingApp:
         if status == 401:
             out_headers.append((b"www-authenticate", b"Bearer"))
         return status, response, out_headers
+
+
+def _answer(endpoint: Endpoint, model: Any, predictions: Any, v2: bool, request_id: str) -> bytes:
+    """The response body: MLflow's ``{"predictions": ...}`` or a V2 inference response."""
+    if not v2:
+        return dumps({"predictions": jsonable(predictions)})
+    return dumps(
+        {
+            "model_name": endpoint.name,
+            "model_version": model.version,
+            "id": request_id,
+            "outputs": v2_outputs(predictions),
+        }
+    )
 
 
 async def _score(entity: Entity, model: Any, parsed: Parsed, v2: bool, timeout_s: float) -> Any:
