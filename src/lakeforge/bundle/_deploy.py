@@ -175,9 +175,9 @@ def plan(ws: Workspace) -> Plan:
             changes.append(Change("update", "endpoint", endpoint, endpoint, spec, fields=fields))
         unresolved += _unresolved_entities(ws, endpoint, endpoint_spec)
 
-    declared: dict[str, Any] = {"job": config.jobs, "endpoint": config.endpoints}
+    by_kind: dict[str, Any] = {"job": config.jobs, "endpoint": config.endpoints}
     for (kind, name), row in sorted(recorded.items(), key=lambda item: item[0]):
-        if kind in declared and name not in declared[kind]:
+        if kind in by_kind and name not in by_kind[kind]:
             changes.append(Change("delete", kind, name, row.deployed_name))
         elif kind == "table" and name not in declared_tables:
             changes.append(Change("forget", "table", name, row.deployed_name))
