@@ -440,10 +440,7 @@ def serve_endpoint(ws: Workspace, console: Console) -> None:
                 raise LakeforgeError(f"lakeforge serve did not start: {log.read_text()[-2000:]}")
             time.sleep(0.3)
         console.print(f"  lakeforge serve: endpoint departure_delay on {url}, 2 workers")
-        keys = [
-            {"origin": o, "time_hour": "2013-12-31T18:00:00", "hour": 18}
-            for o in ("EWR", "JFK", "LGA")
-        ]
+        keys = [{"origin": o, "hour": 18} for o in ("EWR", "JFK", "LGA")]  # airport and hour
         status, answer = call(
             "/serving-endpoints/departure_delay/invocations", {"dataframe_records": keys}
         )

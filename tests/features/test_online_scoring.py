@@ -104,7 +104,7 @@ def test_the_signature_requires_keys_and_makes_features_optional(scored: Workspa
     inputs = {c.name: c.required for c in load(scored).metadata.get_input_schema().inputs}
     assert inputs == {
         "origin": True,
-        "time_hour": True,
+        "time_hour": False,  # only point-in-time scoring needs it; online takes the latest
         "temp": False,
         "wind_speed": False,
         "temp_c": False,
@@ -121,6 +121,17 @@ def test_online_scoring_matches_point_in_time_for_latest_rows(scored: Workspace)
         served = serve(scored, store)
         for _ in range(3):  # many calls on one loaded model
             assert np.allclose(served.predict(keys), offline["prediction"])
+
+
+def test_online_scoring_needs_keys_only_and_point_in_time_names_its_timestamp(
+    scored: Workspace,
+) -> None:
+    keys = latest_keys(scored)
+    with online_store(scored) as store:
+        served = serve(scored, store)
+        assert np.allclose(served.predict(keys[["origin"]]), served.predict(keys))
+    with pytest.raises(lakeforge.LakeforgeError, match="time_hour"):
+        scored.score_batch(f"models:/{MODEL}/1", keys[["origin"]])
 
 
 def test_the_online_path_opens_no_workspace(

@@ -84,6 +84,9 @@ def test_keys_alone_are_scored_with_online_features(server: Server, weather_proj
         ].tolist()
     assert answer["predictions"] == pytest.approx(expected)
 
+    only_keys = [{"origin": k["origin"]} for k in keys]  # online needs no timestamp
+    assert server.post("/invocations", {"dataframe_records": only_keys}) == (status, answer)
+
     # A value sent in the request overrides the looked-up one.
     hot = [k | {"temp": 104.0} for k in keys]
     status, overridden = server.post("/invocations", {"dataframe_records": hot})
@@ -101,4 +104,4 @@ def test_keys_alone_are_scored_with_online_features(server: Server, weather_proj
     server.stop()
     with lakeforge.connect("dev", project_dir=weather_project) as ws:
         log: Any = ws.tables.read("dev.serving.weather_requests", format="pandas")
-    assert sorted(log["status_code"].tolist()) == [200, 200, 400]
+    assert sorted(log["status_code"].tolist()) == [200, 200, 200, 400]

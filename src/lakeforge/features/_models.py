@@ -221,7 +221,8 @@ def log_feature_model(
         flavor.save_model(**{model_arg: model}, path=str(inner), **options)  # no slow inference
         spec_file = Path(tmp) / SPEC_FILE
         spec_file.write_text(json.dumps(spec, indent=2, sort_keys=True))
-        signature = _signature(sample, keys, model_columns, model)
+        stamps = {lk["timestamp_lookup_key"] for lk in spec["lookups"]} - {None}
+        signature = _signature(sample, keys, model_columns, model, stamps - set(model_columns))
         used: dict[str, list[str]] = {}
         for lookup in spec["lookups"]:
             used.setdefault(lookup["table_name"], []).extend(f["name"] for f in lookup["features"])
@@ -239,8 +240,11 @@ def log_feature_model(
         )
 
 
-def _signature(head: pd.DataFrame, keys: list[str], model_columns: list[str], model: Any) -> Any:
-    """Keys (and lookup timestamps) required; the model's other inputs optional overrides."""
+def _signature(
+    head: pd.DataFrame, keys: list[str], model_columns: list[str], model: Any, stamps: set[str]
+) -> Any:
+    """Keys required; lookup timestamps (``stamps``: only point-in-time scoring needs them)
+    and the model's other inputs (overrides) optional."""
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types.schema import ColSpec, Schema
 
@@ -250,7 +254,7 @@ def _signature(head: pd.DataFrame, keys: list[str], model_columns: list[str], mo
     )
     inputs = Schema(
         [
-            ColSpec(spec.type, spec.name, required=spec.name in keys)
+            ColSpec(spec.type, spec.name, required=spec.name in keys and spec.name not in stamps)
             for spec in inferred.inputs.inputs
         ]
     )
