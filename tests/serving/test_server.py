@@ -179,3 +179,45 @@ def test_sigterm_drains_requests_in_flight_and_flushes_the_log(
     with lakeforge.connect("dev", project_dir=served_project) as ws:
         log = ws.tables.read("dev.serving.slow_requests", format="pandas")
     assert log["status_code"].tolist() == [200]  # flushed on shutdown (interval is an hour)
+
+
+def test_serve_refuses_an_endpoint_whose_model_is_missing(served_project: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lakeforge",
+            "--project-dir",
+            str(served_project),
+            "serve",
+            "--model",
+            "ml.nope@champion",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ | {"LAKEFORGE_TARGET": "dev", "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
+    assert result.returncode == 1
+    assert "entity nope-champion" in result.stderr and "dev.ml.nope" in result.stderr
+    unknown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lakeforge",
+            "--project-dir",
+            str(served_project),
+            "serve",
+            "-e",
+            "nope",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ | {"LAKEFORGE_TARGET": "dev"},
+    )
+    assert unknown.returncode == 1 and "unknown endpoint(s) nope" in unknown.stderr
