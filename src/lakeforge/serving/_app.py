@@ -235,13 +235,26 @@ async def _score(entity: Entity, model: Any, parsed: Parsed, v2: bool, timeout_s
 
 
 async def _wait(call: Awaitable[Any], timeout_s: float) -> Any:
-    """``call``'s result, or a 504 once ``timeout_s`` has passed."""
+    """``call``'s result, or a 504 once ``timeout_s`` has passed (the call is abandoned)."""
+    future = asyncio.ensure_future(call)
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        future.cancel()
+
+    timer = asyncio.get_running_loop().call_later(timeout_s, expire)
     try:
-        return await asyncio.wait_for(call, timeout_s)
-    except TimeoutError:
+        return await future
+    except asyncio.CancelledError:
+        if not expired:
+            raise
         raise RequestError(
             504, f"scoring took longer than the endpoint's timeout_s ({timeout_s:g} s)", "TIMEOUT"
         ) from None
+    finally:
+        timer.cancel()
 
 
 def _shadow(runtime: Runtime, endpoint: Endpoint, parsed: Parsed, v2: bool) -> None:

@@ -7,6 +7,7 @@ worker writes its samples to shared files and ``/metrics`` on any worker shows t
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -31,12 +32,24 @@ SWAPS = Counter(
 )
 
 
+_children: dict[tuple[str, str, str, int], tuple[Any, Any, Any]] = {}
+
+
 def observe(endpoint: str, entity: str, version: str, status: int, seconds: float) -> None:
-    """Count one answered request."""
-    REQUESTS.labels(endpoint, entity, version, str(status)).inc()
-    if status >= 400:
-        ERRORS.labels(endpoint, entity, version).inc()
-    LATENCY.labels(endpoint, entity, version).observe(seconds)
+    """Count one answered request (label children are looked up once per label set)."""
+    key = (endpoint, entity, version, status)
+    children = _children.get(key)
+    if children is None:
+        children = _children[key] = (
+            REQUESTS.labels(endpoint, entity, version, str(status)),
+            ERRORS.labels(endpoint, entity, version) if status >= 400 else None,
+            LATENCY.labels(endpoint, entity, version),
+        )
+    requests, errors, latency = children
+    requests.inc()
+    if errors is not None:
+        errors.inc()
+    latency.observe(seconds)
 
 
 def exposition() -> tuple[bytes, str]:
