@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lakeforge._frames import frame_of
 from lakeforge.errors import SchemaMismatchError
 from lakeforge.features._lookups import FeatureFunction, apply_functions
 from lakeforge.features.online import OnlineStore
@@ -115,8 +115,4 @@ class OnlineFeatureLookup:
             return frame if columns is None else frame[columns]
         if columns is None:
             return pd.DataFrame(arrays, index=data.index, copy=False)
-        chosen = [arrays[name] for name in columns]
-        if len({a.dtype for a in chosen}) == 1 and chosen[0].dtype != object:
-            # One 2-D block: several times cheaper to build than a frame of columns.
-            return pd.DataFrame(np.column_stack(chosen), columns=columns, index=data.index)
-        return pd.DataFrame(dict(zip(columns, chosen, strict=True)), index=data.index, copy=False)
+        return frame_of(columns, [arrays[name] for name in columns], index=data.index)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lakeforge._frames import frame_of
 from lakeforge.serving._protocol import Parsed, RequestError
 
 log = logging.getLogger("lakeforge.serving")
@@ -121,11 +122,8 @@ class LoadedModel:
                 data[name] = _convert(values, kind)
         except _Unconvertible:
             return None
-        arrays = list(data.values())
-        if len(arrays) == len(self.columns) and len({a.dtype for a in arrays}) == 1:
-            # One 2-D block: several times cheaper to build than a frame of columns.
-            return pd.DataFrame(np.column_stack(arrays), columns=self._index, copy=False)
-        return pd.DataFrame(data, copy=False)
+        every = len(data) == len(self.columns)  # else optional columns are left out
+        return frame_of(self._index if every else list(data), list(data.values()))
 
     def predict_frame(self, frame: pd.DataFrame) -> Any:
         """Score a frame made by :meth:`frame` (the schema is already enforced)."""
