@@ -14,6 +14,7 @@ import asyncio
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +57,7 @@ class Entity:
         ref = f"@{self.spec.alias}" if self.spec.alias else f"/{self.spec.version}"
         return str(ws.models.resolve(self.model_name + ref).version)
 
-    def refresh(self, ws: Workspace, online: OnlineStore | None) -> bool:
+    def refresh(self, ws: Workspace, online: Callable[[], OnlineStore]) -> bool:
         """Load, warm and swap in the wanted version if it changed; True when swapped."""
         try:
             version = self.wanted_version(ws)
@@ -79,18 +80,20 @@ class Entity:
         return True
 
 
-def load(ws: Workspace, model_name: str, version: str, online: OnlineStore | None) -> LoadedModel:
-    """Load a registered version, attach the online store if it is feature-aware, warm it."""
+def load(
+    ws: Workspace, model_name: str, version: str, online: Callable[[], OnlineStore]
+) -> LoadedModel:
+    """Load a registered version, attach ``online()`` if it is feature-aware, warm it."""
     import mlflow
 
     from lakeforge.tracking import use_target
 
     with use_target(ws.target):
         pyfunc = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
-    if online is not None and pyfunc.loader_module == "mlflow.pyfunc.model":
+    if pyfunc.loader_module == "mlflow.pyfunc.model":
         attach = getattr(pyfunc.unwrap_python_model(), "use_online_store", None)
         if attach is not None:
-            attach(online)
+            attach(online())  # an unavailable store fails the load: the entity reports it
     loaded = LoadedModel.wrap(model_name, version, pyfunc)
     loaded.warm()
     return loaded

@@ -7,13 +7,16 @@ import gc
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lakeforge.serving import _metrics
 from lakeforge.serving._entities import Batcher, Entity
 from lakeforge.serving._inference_log import Flusher, Spool, spool_dir
 from lakeforge.serving._spec import EndpointSpec
 from lakeforge.serving._watch import Watcher
+
+if TYPE_CHECKING:
+    from lakeforge.features.online import OnlineStore
 
 log = logging.getLogger("lakeforge.serving")
 
@@ -46,7 +49,7 @@ class Runtime:
         from lakeforge._workspace import connect
 
         self.ws = connect(target, project_dir=project_dir)
-        self.online = _online_store(self.ws)
+        self._online: OnlineStore | None = None
         self.endpoints: dict[str, Endpoint] = {}
         for name, spec in specs.items():
             self.endpoints[name] = _endpoint(self.ws, name, spec)
@@ -55,7 +58,7 @@ class Runtime:
         self.watcher = Watcher(
             self.ws,
             entities,
-            self.online,
+            self.online_store,
             poll_interval_s=interval,
             on_swap=lambda e: _metrics.SWAPS.labels(e.endpoint, e.name).inc(),
         )
@@ -68,6 +71,14 @@ class Runtime:
         # the collector's full passes, which otherwise stall requests for 100+ ms.
         gc.collect()
         gc.freeze()
+
+    def online_store(self) -> OnlineStore:
+        """The target's online store, opened when the first feature-aware model loads."""
+        if self._online is None:
+            from lakeforge.features._publish import online_store
+
+            self._online = online_store(self.ws)
+        return self._online
 
     @property
     def ready(self) -> bool:
@@ -84,23 +95,13 @@ class Runtime:
                 entity.batcher.stop()
             if endpoint.flusher is not None:
                 endpoint.flusher.close()
-        if self.online is not None:
-            self.online.close()
+        if self._online is not None:
+            self._online.close()
         self.ws.close()
 
 
 def all_entities(endpoint: Endpoint) -> list[Entity]:
     return [*endpoint.entities, *([endpoint.shadow] if endpoint.shadow else [])]
-
-
-def _online_store(ws: Any) -> Any:
-    from lakeforge.features._publish import online_store
-
-    try:
-        return online_store(ws)
-    except Exception:  # an unreachable store only matters to feature-aware models
-        log.exception("the online store of target %s is unavailable", ws.target.name)
-        return None
 
 
 def _endpoint(ws: Any, name: str, spec: EndpointSpec) -> Endpoint:

@@ -33,7 +33,7 @@ class Watcher:
         self,
         ws: Workspace,
         entities: list[Entity],
-        online: OnlineStore | None,
+        online: Callable[[], OnlineStore],
         *,
         poll_interval_s: float,
         event_interval_s: float = 0.5,
@@ -83,7 +83,7 @@ class Watcher:
                 touched = [e for e in self.entities if e.model_name in subjects]
                 if touched:
                     self.refresh(touched)
-            if time.monotonic() >= next_poll or any(e.current is None for e in self.entities):
+            if time.monotonic() >= next_poll:  # also retries entities that failed to load
                 self.refresh()
                 next_poll = time.monotonic() + self.poll_interval_s
             self._mark_ready()
