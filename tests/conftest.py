@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pytest
 import sqlalchemy as sa
 
 import lakeforge
 from lakeforge import Workspace
-from lakeforge.demo import load_flights
+from lakeforge.demo import flights_data_dir, load_flights
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.pop("LAKEFORGE_TARGET", None)
@@ -128,3 +129,17 @@ def process_gone(pid: int) -> bool:
         return True
     status = Path(f"/proc/{pid}/status")
     return status.exists() and "State:\tZ" in status.read_text()
+
+
+def january_weather(all_flights: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """January's mean temp and wind speed per (origin, time_hour), and its flights that have
+    an arrival delay: a feature table and the labels to look it up for."""
+    weather = pacsv.read_csv(flights_data_dir() / "weather.csv")
+    weather = weather.filter(pc.equal(weather.column("month"), 1))
+    weather = (
+        weather.group_by(["origin", "time_hour"])
+        .aggregate([("temp", "mean"), ("wind_speed", "mean")])
+        .rename_columns(["origin", "time_hour", "temp", "wind_speed"])
+    )
+    flights = all_flights.filter(pc.equal(all_flights.column("month"), 1))
+    return weather, flights.filter(pc.is_valid(flights.column("arr_delay")))

@@ -12,19 +12,17 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pytest
 from sklearn.linear_model import LinearRegression
 
 import lakeforge
 import lakeforge._workspace
 from lakeforge import Workspace
-from lakeforge.demo import flights_data_dir
 from lakeforge.features import FeatureAwareModel, FeatureFunction, FeatureLookup, online_store
 from lakeforge.features._lookups import register_function
 from lakeforge.features.online import OnlineStore, open_online_store
 from lakeforge.tracking import use_target
+from tests.conftest import january_weather
 
 TABLE = "dev.fs.weather"
 MODEL = "dev.ml.delay_by_weather"
@@ -41,15 +39,7 @@ def _celsius(temp: pd.Series) -> pd.Series:
 def scored(tmp_path_factory: pytest.TempPathFactory, all_flights: pa.Table) -> Iterator[Workspace]:
     """A project with January's weather as a feature table, published, and a model on it."""
     folder = lakeforge.init_project("onlinescore", tmp_path_factory.mktemp("online"))
-    weather = pacsv.read_csv(flights_data_dir() / "weather.csv")
-    weather = weather.filter(pc.equal(weather.column("month"), 1))
-    weather = (
-        weather.group_by(["origin", "time_hour"])
-        .aggregate([("temp", "mean"), ("wind_speed", "mean")])
-        .rename_columns(["origin", "time_hour", "temp", "wind_speed"])
-    )
-    flights = all_flights.filter(pc.equal(all_flights.column("month"), 1))
-    flights = flights.filter(pc.is_valid(flights.column("arr_delay")))
+    weather, flights = january_weather(all_flights)
     labels = flights.select(["origin", "time_hour", "arr_delay"])
     with lakeforge.connect("dev", project_dir=folder) as ws:
         ws.features.create(TABLE, weather, primary_keys="origin", timestamp_key="time_hour")

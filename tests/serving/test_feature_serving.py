@@ -7,15 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pytest
 from sklearn.linear_model import LinearRegression
 
 import lakeforge
-from lakeforge.demo import flights_data_dir
 from lakeforge.features import FeatureLookup
-from tests.conftest import git_init
+from tests.conftest import git_init, january_weather
 from tests.serving.conftest import Server
 
 pytestmark = pytest.mark.slow
@@ -36,15 +33,7 @@ def weather_project(tmp_path_factory: pytest.TempPathFactory, all_flights: pa.Ta
     with (folder / "lakeforge.yaml").open("a") as handle:
         handle.write(ENDPOINT)
     git_init(folder)
-    weather = pacsv.read_csv(flights_data_dir() / "weather.csv")
-    weather = weather.filter(pc.equal(weather.column("month"), 1))
-    weather = (
-        weather.group_by(["origin", "time_hour"])
-        .aggregate([("temp", "mean"), ("wind_speed", "mean")])
-        .rename_columns(["origin", "time_hour", "temp", "wind_speed"])
-    )
-    flights = all_flights.filter(pc.equal(all_flights.column("month"), 1))
-    flights = flights.filter(pc.is_valid(flights.column("arr_delay")))
+    weather, flights = january_weather(all_flights)
     with lakeforge.connect("dev", project_dir=folder) as ws:
         ws.features.create(TABLE, weather, primary_keys="origin", timestamp_key="time_hour")
         training = ws.create_training_set(

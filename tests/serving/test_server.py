@@ -186,38 +186,25 @@ def test_serve_refuses_an_endpoint_whose_model_is_missing(served_project: Any) -
     import subprocess
     import sys
 
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lakeforge",
-            "--project-dir",
-            str(served_project),
-            "serve",
-            "--model",
-            "ml.nope@champion",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=os.environ | {"LAKEFORGE_TARGET": "dev", "MLFLOW_DISABLE_TELEMETRY": "true"},
-    )
-    assert result.returncode == 1
-    assert "entity nope-champion" in result.stderr and "dev.ml.nope" in result.stderr
-    unknown = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lakeforge",
-            "--project-dir",
-            str(served_project),
-            "serve",
-            "-e",
-            "nope",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=os.environ | {"LAKEFORGE_TARGET": "dev"},
-    )
+    def serve(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lakeforge",
+                "--project-dir",
+                str(served_project),
+                "serve",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=os.environ | {"LAKEFORGE_TARGET": "dev", "MLFLOW_DISABLE_TELEMETRY": "true"},
+        )
+
+    missing = serve("--model", "ml.nope@champion")
+    assert missing.returncode == 1
+    assert "entity nope-champion" in missing.stderr and "dev.ml.nope" in missing.stderr
+    unknown = serve("-e", "nope")
     assert unknown.returncode == 1 and "unknown endpoint(s) nope" in unknown.stderr
