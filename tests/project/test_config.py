@@ -158,3 +158,19 @@ def test_approvers_must_name_declared_groups(tmp_path: Path) -> None:
     text = "name: p\ndefault_target: prod\ntargets:\n  prod:\n    deployment: {approvers: [group:leads]}\n"
     with pytest.raises(ConfigError, match="unknown group 'leads'"):
         parse_config(tmp_path / "lakeforge.yaml", text)
+
+
+def test_conventional_links_apply_per_target_when_left_out(tmp_path: Path) -> None:
+    """`targets: {dev: {}, staging: {}, prod: {}}` keeps dev -> staging -> prod; a stated field wins."""
+    project = Project.load(
+        write(
+            tmp_path / "p",
+            "name: p\ntargets:\n  dev: {}\n  staging: {}\n  prod: {promote_from: []}\n",
+        )
+    )
+    assert project.target("dev").read_from == ("prod",)
+    assert project.target("staging").promote_from == ("dev",)
+    assert project.target("prod").promote_from == ()
+    alone = Project.load(write(tmp_path / "q", "name: q\ntargets:\n  dev: {}\n  staging: {}\n"))
+    assert alone.target("dev").read_from == ()  # no prod to read from
+    assert alone.target("staging").promote_from == ("dev",)

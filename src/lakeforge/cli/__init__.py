@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -50,13 +51,17 @@ def _global(
     target: Annotated[
         str | None,
         typer.Option(
-            "--target", "-t", envvar="LAKEFORGE_TARGET", help="Target (default: the project's)."
+            "--target",
+            "-t",
+            help="Target (default: $LAKEFORGE_TARGET, else the project's). Accepted before "
+            "or after the command.",
         ),
     ] = None,
     project_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Project folder (default: nearest lakeforge.yaml above the current one)."
+            help="Project folder (default: nearest lakeforge.yaml above the current one). "
+            "Accepted before or after the command."
         ),
     ] = None,
 ) -> None:
@@ -122,11 +127,43 @@ def demo(
     run_demo(directory, console)
 
 
+_GLOBAL_OPTIONS = ("-t", "--target", "--project-dir")
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """Move ``-t/--target`` and ``--project-dir`` given after the command to the front.
+
+    ``lakeforge deploy -t prod`` then means ``lakeforge -t prod deploy``, as
+    ``databricks bundle deploy -t prod`` does. Arguments after ``--`` stay where they are.
+    """
+    hoisted: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest += argv[i:]
+            break
+        if arg in _GLOBAL_OPTIONS and i + 1 < len(argv):
+            hoisted += argv[i : i + 2]
+            i += 2
+            continue
+        if arg.startswith(("--target=", "--project-dir=")) or (
+            arg.startswith("-t") and not arg.startswith("--") and len(arg) > 2
+        ):
+            hoisted.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return hoisted + rest
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: errors Lakeforge expects print as one message, without a traceback."""
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # keep MLflow's chatter off the CLI
+    args = hoist_global_options(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=argv, prog_name="lakeforge")
+        app(args=args, prog_name="lakeforge")
     except LakeforgeError as exc:
         _fail(exc.message, exc.hint)
     except Exception as exc:

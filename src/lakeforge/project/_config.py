@@ -78,6 +78,14 @@ class TargetConfig(BaseModel):
         return None if value is None else check_name(value, "catalog")
 
 
+# The dev -> staging -> prod conventions, applied to a target that leaves the field out.
+_CONVENTIONAL_LINKS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "dev": ("read_from", ("prod",)),
+    "staging": ("promote_from", ("dev",)),
+    "prod": ("promote_from", ("staging",)),
+}
+
+
 class ProjectConfig(BaseModel):
     """The validated content of ``lakeforge.yaml``."""
 
@@ -87,9 +95,9 @@ class ProjectConfig(BaseModel):
     default_target: str = "dev"
     targets: dict[str, TargetConfig] = Field(
         default_factory=lambda: {
-            "dev": TargetConfig(read_from=["prod"]),
-            "staging": TargetConfig(promote_from=["dev"]),
-            "prod": TargetConfig(promote_from=["staging"]),
+            "dev": TargetConfig(),
+            "staging": TargetConfig(),
+            "prod": TargetConfig(),
         }
     )
     groups: dict[str, list[str]] = Field(
@@ -131,6 +139,19 @@ class ProjectConfig(BaseModel):
         for name in value:
             check_name(name, "target name")
         return value
+
+    @model_validator(mode="after")
+    def _conventional_links(self) -> ProjectConfig:
+        """dev reads prod, staging promotes from dev, prod from staging, unless a target says."""
+        for name, (field, default) in _CONVENTIONAL_LINKS.items():
+            target = self.targets.get(name)
+            if (
+                target is not None
+                and field not in target.model_fields_set
+                and all(other in self.targets for other in default)
+            ):
+                setattr(target, field, list(default))
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> ProjectConfig:
