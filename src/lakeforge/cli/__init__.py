@@ -17,6 +17,7 @@ from lakeforge.cli import (
     _features,
     _jobs,
     _models,
+    _runs,
     _serve,
     _tables,
 )
@@ -35,6 +36,7 @@ app.add_typer(_tables.app, name="tables")
 app.add_typer(_features.app, name="features")
 app.add_typer(_models.app, name="models")
 app.add_typer(_models.mlflow_app, name="mlflow")
+app.add_typer(_runs.app, name="runs")
 app.add_typer(_approvals.app, name="approvals")
 app.add_typer(_events.app, name="events")
 app.add_typer(_jobs.app, name="jobs")

@@ -1,6 +1,7 @@
 """Experiment tracking on MLflow, per target: runs with lineage, tuning, evaluation."""
 
 from lakeforge.tracking._evaluate import EvaluationError, evaluate
+from lakeforge.tracking._history import RunNotFoundError, RunSummary, get_run, list_runs
 from lakeforge.tracking._lineage import GitInfo, TableRead, git_info
 from lakeforge.tracking._mlflow import TrackingError, check_reachable, client_for, use_target
 from lakeforge.tracking._runs import ModelLoggingError, SignatureError, Tracker, TrainingRun
@@ -19,6 +20,8 @@ __all__ = [
     "EvaluationError",
     "GitInfo",
     "ModelLoggingError",
+    "RunNotFoundError",
+    "RunSummary",
     "SearchSpace",
     "SearchSpaceError",
     "SignatureError",
@@ -33,7 +36,9 @@ __all__ = [
     "check_reachable",
     "client_for",
     "evaluate",
+    "get_run",
     "git_info",
+    "list_runs",
     "parse_space",
     "tune",
     "use_target",
