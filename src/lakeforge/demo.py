@@ -437,7 +437,7 @@ def serve_endpoint(ws: Workspace, console: Console) -> None:
             except OSError:
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
-                raise LakeforgeError(f"lakeforge serve did not start: {log.read_text()[-2000:]}")
+                raise LakeforgeError(f"`lakeforge serve` did not start: {log.read_text()[-2000:]}")
             time.sleep(0.3)
         console.print(f"  lakeforge serve: endpoint departure_delay on {url}, 2 workers")
         keys = [{"origin": o, "hour": 18} for o in ("EWR", "JFK", "LGA")]  # airport and hour

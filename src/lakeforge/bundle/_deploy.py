@@ -370,7 +370,7 @@ def render(plan: Plan, *, with_summary: bool = True) -> list[str]:
     for found in plan.drift:
         lines.append(f"! drift table {found.table}: {found.describe()}")
     for problem in plan.unresolved:
-        lines.append(f"! {problem} (lakeforge serve refuses it until it is registered)")
+        lines.append(f"! {problem} (`lakeforge serve` refuses it until it is registered)")
     if plan.drift:
         lines.append(DRIFT_NOTE)
     if with_summary:

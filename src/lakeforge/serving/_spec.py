@@ -10,7 +10,7 @@ endpoints:
       - {model: ml.flight_delay, alias: challenger, traffic: 10}
     shadow: {model: ml.flight_delay_v2, alias: challenger}   # gets a copy; never answers
     inference_table: {table: serving.flight_delay_requests, sample: 1.0}
-    auth: {token_sha256: [9f86d08...]}  # `lakeforge serve token` makes one
+    auth: {token_sha256: [9f86d08...]}  # `lakeforge endpoints token` makes one
     timeout_s: 10
     max_payload_mb: 16
 ```
@@ -79,7 +79,7 @@ class AuthSpec(_Strict):
             if not _SHA256.match(digest):
                 raise ValueError(
                     f"{digest[:12]!r}... is not a SHA-256 hex digest "
-                    "(store hashes, never tokens: `lakeforge serve token`)"
+                    "(store hashes, never tokens: `lakeforge endpoints token`)"
                 )
         return value
 
