@@ -69,3 +69,9 @@ def test_unknown_target_names_where_it_came_from(
     assert code == 1 and "unknown target 'Dev' (from LAKEFORGE_TARGET)" in err, err
     code, _, err = _run(capsys, "--project-dir", project, "tables", "list", "-t", "qa")
     assert code == 1 and "unknown target 'qa' (from --target)" in err, err
+
+
+def test_help_shows_flags_without_a_type(capsys: pytest.CaptureFixture[str]) -> None:
+    for args in (["--help"], ["sql", "--help"], ["tables", "vacuum", "--help"]):
+        code, out, _ = _run(capsys, *args)
+        assert code == 0 and "--help" in out and "<bool>" not in out, args

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.main
 
 from lakeforge.cli import (
     _approvals,
@@ -160,12 +162,36 @@ def hoist_global_options(argv: list[str]) -> list[str]:
     return hoisted + rest
 
 
+def command() -> Any:
+    """The click command behind ``app``, with flags shown bare in ``--help`` (no ``<bool>``)."""
+    root = typer.main.get_command(app)
+    pending: list[Any] = [root]
+    while pending:
+        node = pending.pop()
+        pending += getattr(node, "commands", {}).values()
+        for param in node.params:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+        node.get_help_option = _bare_help(node.get_help_option)
+    return root
+
+
+def _bare_help(make: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def bare(ctx: Any) -> Any:
+        option = make(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    return bare
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: errors Lakeforge expects print as one message, without a traceback."""
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # keep MLflow's chatter off the CLI
     args = hoist_global_options(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=args, prog_name="lakeforge")
+        command()(args=args, prog_name="lakeforge")
     except LakeforgeError as exc:
         _fail(exc.message, exc.hint)
     except Exception as exc:
@@ -181,4 +207,4 @@ def _fail(message: str, hint: str | None) -> None:
     raise SystemExit(1) from None
 
 
-__all__ = ["app", "main", "state"]
+__all__ = ["app", "command", "main", "state"]
