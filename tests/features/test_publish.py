@@ -159,8 +159,57 @@ def test_features_cli(fs_ws: Workspace, capsys: pytest.CaptureFixture[str]) -> N
     assert "dev.fs.weather" in run("features", "list")
     described = run("features", "describe", "dev.fs.weather")
     assert "lookup keys: origin" in described and "timestamp key: ts" in described
+    assert "sequence column: none" in described
     assert "air temperature, F" in described
     assert "snapshot up to version 1, 3 row(s) written" in run(
         "features", "publish", "dev.fs.weather"
     )
     assert "is not a feature table" in run("features", "describe", "dev.system.quality_log", code=1)
+
+
+def test_sequence_column_decides_the_online_row(ws: Workspace) -> None:
+    """Online rows agree with a hand-computed latest row per key by (ts, seq) and with
+    the training set's latest-row lookup, through snapshots, incremental publishes,
+    plain appends that repeat (key, ts) and feature writes with older sequences."""
+    from lakeforge.features import FeatureLookup
+
+    schema = SCHEMA.append(pa.field("seq", pa.int64()))
+
+    def seq_rows(*values: tuple[str, int, float, int | None]) -> pa.Table:
+        return pa.Table.from_pylist(
+            [
+                {"origin": o, "ts": T0 + timedelta(hours=h), "temp": t, "wind": 0.0, "seq": s}
+                for o, h, t, s in values
+            ],
+            schema=schema,
+        )
+
+    name = "dev.fs.weather"
+    ws.features.create(
+        name,
+        seq_rows(("EWR", 1, 30.0, 2), ("EWR", 1, 10.0, 5), ("JFK", 0, 40.0, 1)),
+        primary_keys="origin",
+        timestamp_key="ts",
+        sequence_by="seq",
+    )
+    ws.tables.write(name, seq_rows(("EWR", 1, 99.0, 4), ("EWR", 0, 50.0, 9)))  # older at h1
+
+    def offline() -> dict[str, float | None]:
+        keys = pa.table({"origin": ["EWR", "JFK", "LGA"]})
+        built = ws.create_training_set(keys, [FeatureLookup(name, "origin")], label=None)
+        table = built.load_df()
+        return dict(zip(table["origin"].to_pylist(), table["temp"].to_pylist(), strict=True))
+
+    expected = {"EWR": 10.0, "JFK": 40.0, "LGA": None}
+    assert ws.publish_table(name).mode == "snapshot"
+    assert online(ws, ["EWR", "JFK", "LGA"]) == offline() == expected
+    # An appended row repeating (EWR, h1) with an older seq must not win online either.
+    ws.tables.write(name, seq_rows(("EWR", 1, 77.0, 3)))
+    ws.features.write(name, seq_rows(("JFK", 0, 41.0, 0), ("LGA", 2, 37.0, 1)))  # JFK: older
+    assert ws.publish_table(name).mode == "incremental"
+    expected = {"EWR": 10.0, "JFK": 40.0, "LGA": 37.0}
+    assert online(ws, ["EWR", "JFK", "LGA"]) == offline() == expected
+    ws.features.write(name, seq_rows(("EWR", 1, 11.0, 6), ("JFK", 0, 42.0, 2)))  # newer: win
+    assert ws.publish_table(name).mode == "incremental"
+    expected = {"EWR": 11.0, "JFK": 42.0, "LGA": 37.0}
+    assert online(ws, ["EWR", "JFK", "LGA"]) == offline() == expected

@@ -291,3 +291,41 @@ def test_bad_inputs_name_the_column(ws: Workspace) -> None:
         FeatureLookup(name, "k", lookback_window=timedelta(1))
     with pytest.raises(KeyError, match="not registered"):
         create_training_set(ws, df, [FeatureFunction("missing_fn", {}, "o")], label="label")
+
+
+SEQ_FEATS = pa.schema([*FEATS, ("seq", pa.int64())])
+
+
+def test_sequence_column_resolves_equal_timestamps(ws: Workspace) -> None:
+    name = "dev.fs.seq"
+    tables = FeatureTables(ws)
+
+    def table(rows: list[tuple[Any, ...]]) -> pa.Table:
+        return pa.Table.from_pylist(
+            [dict(zip(SEQ_FEATS.names, (k, h(t), x, None, s), strict=True)) for k, t, x, s in rows],
+            SEQ_FEATS,
+        )
+
+    tables.create(
+        name,
+        table([("a", 1, 1, 1), ("a", 2, 2, 0), ("b", 1, 4, 5)]),
+        primary_keys="k",
+        timestamp_key="ts",
+        sequence_by="seq",
+    )
+    df = labels([("a", h(1.5), 0), ("a", h(3), 1), ("a", h(0.5), 2), ("b", h(2), 3)])
+    lookup = FeatureLookup(name, "k", timestamp_lookup_key="t", feature_names=["x"])
+    built = create_training_set(ws, df, [lookup], label="label")
+    assert built._unique == [True]  # feature-table writes only: no dedupe window needed
+    assert [r["x"] for r in built.load_df().to_pylist()] == [1, 2, None, 4]
+    # Plain appends repeat (key, ts): the largest seq wins, not the largest values; a
+    # null seq counts as the oldest.
+    for k, t, x, s in [("a", 1, 9, 0), ("a", 1, 5, 3), ("a", 1, None, 2), ("a", 2, 7, None)]:
+        ws.tables.write(name, table([(k, t, x, s)]))
+    for _ in range(2):
+        got = join(ws, df, lookup)
+        assert [r["x"] for r in got] == [5, 2, None, 4]
+    got = join(ws, df, FeatureLookup(name, "k", feature_names=["x"]))  # latest row per key
+    assert [r["x"] for r in got] == [2, 2, 2, 4]
+    with pytest.raises(SchemaMismatchError, match="unknown feature 'seq'"):
+        join(ws, df, FeatureLookup(name, "k", feature_names=["seq"]))

@@ -27,11 +27,12 @@ def list_features(ctx: typer.Context) -> None:
 
 @app.command()
 def describe(ctx: typer.Context, name: NameArg) -> None:
-    """Keys, timestamp key and features (with descriptions) of a feature table."""
+    """Keys, timestamp key, sequence column and features (with descriptions) of a feature table."""
     info = workspace(ctx).features.describe(name)
     console.print(f"[bold]{info.name}[/bold]  version {info.version}")
     console.print(f"lookup keys: {', '.join(info.lookup_keys)}")
     console.print(f"timestamp key: {info.timestamp_key or 'none'}")
+    console.print(f"sequence column: {info.sequence_by or 'none'}")
     if info.description:
         console.print(f"description: {info.description}")
     table = Table("feature", "type", "description", header_style="bold cyan")

@@ -2,13 +2,17 @@
 the Delta change data feed says changed since the last publish.
 
 The online store keeps the latest row per entity key (a late older row never replaces
-a newer one). A publish reads up to the Delta version current when it starts and
-records that version only after writing, so writes that land meanwhile are picked up
-by the next publish: none is lost.
+a newer one). For a table with a sequence column the latest row is the one with the
+largest (timestamp, sequence value): a publish then writes, for each key it touches, that
+row as computed from the table, so the online row agrees with training sets whatever
+order rows arrived in. A publish reads up to the Delta version current when it starts
+and records that version only after writing, so writes that land meanwhile are picked
+up by the next publish: none is lost.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
@@ -17,10 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import select
 
-from lakeforge.features._tables import FeatureTableInfo, FeatureTables
+from lakeforge.features._tables import FeatureTableInfo, FeatureTables, sql_name
 from lakeforge.features.online import OnlineStore, open_online_store
 from lakeforge.lakehouse import TableName
-from lakeforge.lakehouse._sql import query_dataset
+from lakeforge.lakehouse._sql import connect, register_snapshot
 from lakeforge.state import feature_publishes, upsert
 
 if TYPE_CHECKING:
@@ -101,6 +105,8 @@ def _snapshot(ws: Workspace, info: FeatureTableInfo, store: OnlineStore, version
     table = str(info.name)
     if table in store.tables():
         store.drop(table)  # rows deleted from the table must not survive a snapshot
+    if info.sequence_by is not None:
+        return sum(_write(store, info, rows) for rows in _latest_rows(ws, info, version))
     dataset = ws.tables.delta(info.name, version=version).to_pyarrow_dataset()
     written = 0
     for batch in dataset.to_batches(batch_size=_BATCH_ROWS):
@@ -117,13 +123,22 @@ def _incremental(
     kinds = changes.column("_change_type")
     upserts = changes.filter(pc.is_in(kinds, pa.array(["insert", "update_postimage"])))
     deletes = changes.filter(pc.equal(kinds, "delete"))
-    written = _write(store, info, upserts.drop_columns(list(_CDF_COLUMNS)))
-    deleted = 0
-    if deletes.num_rows:
-        keys = deletes.select(info.lookup_keys).group_by(info.lookup_keys).aggregate([])
-        deleted = store.delete(str(info.name), keys, keys=info.lookup_keys)
-        written += _write(store, info, _latest_rows(ws, info, keys, version))
+    written = deleted = 0
+    if deletes.num_rows:  # each deleted key falls back to its newest remaining row, below
+        deleted = store.delete(str(info.name), _distinct_keys(info, deletes), keys=info.lookup_keys)
+    if info.sequence_by is None:
+        written = _write(store, info, upserts.drop_columns(list(_CDF_COLUMNS)))
+        refresh = deletes
+    else:  # the store does not compare sequences: write each touched key's latest row
+        refresh = pa.concat_tables([upserts, deletes])
+    if refresh.num_rows:
+        latest = _latest_rows(ws, info, version, _distinct_keys(info, refresh))
+        written += sum(_write(store, info, rows) for rows in latest)
     return written, deleted
+
+
+def _distinct_keys(info: FeatureTableInfo, rows: pa.Table) -> pa.Table:
+    return rows.select(info.lookup_keys).group_by(info.lookup_keys).aggregate([])
 
 
 def _plain(table: pa.Table) -> pa.Table:
@@ -139,33 +154,39 @@ def _plain(table: pa.Table) -> pa.Table:
     return table.cast(pa.schema(fields))
 
 
-def _latest_rows(ws: Workspace, info: FeatureTableInfo, keys: pa.Table, version: int) -> pa.Table:
-    """After deletes: each affected key's newest remaining row (re-published after its delete)."""
-    dataset = ws.tables.scan(info.name, version=version)
-    conditions = " OR ".join(
-        "(" + " AND ".join(f'"{k}" = {_literal(row[k])}' for k in info.lookup_keys) + ")"
-        for row in keys.to_pylist()
-    )
-    rows = query_dataset(dataset, columns=None, where=conditions, label=str(info.name))
-    if info.timestamp_key and rows.num_rows:
-        ordered = rows.sort_by([(info.timestamp_key, "descending")])
-        seen: set[tuple[object, ...]] = set()
-        keep = []
-        for index, row in enumerate(ordered.select(info.lookup_keys).to_pylist()):
-            key = tuple(row.values())
-            if key not in seen:
-                seen.add(key)
-                keep.append(index)
-        rows = ordered.take(keep)
-    return rows
+def _latest_rows(
+    ws: Workspace, info: FeatureTableInfo, version: int, keys: pa.Table | None = None
+) -> Iterator[pa.Table]:
+    """The latest row per key at ``version`` (of ``keys`` only, when given), in batches.
 
-
-def _literal(value: object) -> str:
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    if isinstance(value, datetime):
-        return f"TIMESTAMP '{value.isoformat(sep=' ')}'"
-    return repr(value)
+    Latest: the largest timestamp, then sequence value, then feature values (column by
+    column, nulls lowest): the order in which training sets resolve equal timestamps.
+    """
+    columns = [*info.lookup_keys, *_ts(info), *info.features]
+    sequence = [info.sequence_by] if info.sequence_by else []
+    order = [f"{sql_name(c)} DESC NULLS LAST" for c in [*_ts(info), *sequence, *info.features]]
+    partition = ", ".join(sql_name(c) for c in info.lookup_keys)
+    where = ""
+    con = connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        register_snapshot(con, "__lf_table", ws.tables, info.name, version=version)
+        if keys is not None:
+            con.register("__lf_keys", keys)
+            match = " AND ".join(f"k.{sql_name(c)} = t.{sql_name(c)}" for c in info.lookup_keys)
+            where = f"WHERE EXISTS (SELECT 1 FROM __lf_keys k WHERE {match})"
+        reader = con.sql(
+            f"SELECT {', '.join(sql_name(c) for c in columns)} FROM __lf_table t {where} "
+            f"QUALIFY row_number() OVER (PARTITION BY {partition} "
+            f"ORDER BY {', '.join(order) or '1'}) = 1"
+        ).to_arrow_reader(_BATCH_ROWS)
+        schema = pa.schema(
+            [info.schema.field(c).remove_metadata().with_nullable(True) for c in columns]
+        )
+        for batch in reader:
+            yield pa.Table.from_batches([batch]).cast(schema)
+    finally:
+        con.close()
 
 
 def _last_published(ws: Workspace, table: str) -> int | None:

@@ -11,9 +11,11 @@ any null result.
 
 Equal timestamps: when a feature table holds several rows with the same key and
 timestamp (possible only through plain lakehouse appends; feature-table writes are
-upserts), one row is kept before joining: the row whose feature values, compared column
-by column in table order with nulls lowest, are the largest. This depends only on the
-data, never on file layout or scan order, so repeated builds give identical results.
+upserts), one row is kept before joining: the row with the largest value of the table's
+sequence column (``sequence_by``, nulls lowest) when it has one, and among those (or
+without one) the row whose feature values, compared column by column in table order
+with nulls lowest, are the largest. This depends only on the data, never on file layout
+or scan order, so repeated builds give identical results.
 """
 
 from __future__ import annotations
@@ -153,8 +155,8 @@ class TrainingSet:
             alias = f"__lf_f{i}"
             keys = info.lookup_keys
             ts = info.timestamp_key
-            all_features = list(info.features)
-            tiebreak = [f"{_q(f)} DESC NULLS LAST" for f in all_features]
+            sequence = [info.sequence_by] if info.sequence_by is not None else []
+            tiebreak = [f"{_q(c)} DESC NULLS LAST" for c in [*sequence, *info.features]]
             cols = [f"{_q(k)} AS __k{j}" for j, k in enumerate(keys)]
             cols += [f"{_q(f)} AS __v{j}" for j, f in enumerate(plan.features)]
             if ts is not None:
