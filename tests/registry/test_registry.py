@@ -159,3 +159,32 @@ def test_models_cli(
     assert "does not accept model copies" in run(
         "models", "copy", f"{model}/1", "--to", "prod", code=1
     )
+
+
+def test_delete_version_refuses_aliased_versions_and_emits_an_event(
+    ml_ws: Workspace, model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ml_ws.models.set_alias(model, "champion", 2)
+    with pytest.raises(LakeforgeError, match=r"cannot delete .* v2: alias\(es\) champion"):
+        ml_ws.models.delete_version(model, 2)
+    ml_ws.models.delete_version(model, 1, reason="never used")
+    assert [int(v.version) for v in ml_ws.models.versions(model)] == [3, 2]
+    deleted = ml_ws.events.list(type="model_version.deleted", subject=model)
+    assert [(e.payload["version"], e.payload["reason"]) for e in deleted] == [(1, "never used")]
+    # the CLI asks first, and takes the two-part name in the current target
+    short = model.removeprefix("dev.")
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "--project-dir",
+                str(ml_ws.project.directory),
+                "models",
+                "delete-version",
+                short,
+                "3",
+                "--yes",
+            ]
+        )
+    assert exit_info.value.code == 0 and f"deleted {model} v3" in capsys.readouterr().out
+    with pytest.raises(ModelNotFoundError, match="has no version 3"):
+        ml_ws.models.version(model, 3)

@@ -141,6 +141,23 @@ def history(ctx: typer.Context, name: NameArg) -> None:
     console.print(table)
 
 
+@app.command("delete-version")
+def delete_version(
+    ctx: typer.Context,
+    name: NameArg,
+    version: Annotated[int, typer.Argument(help="The version to delete.")],
+    reason: Reason = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a model version no alias points at (its run and artifacts stay in MLflow)."""
+    registry = workspace(ctx).models
+    found = registry.version(name, version)
+    if not yes and not typer.confirm(f"delete {found.name} v{found.version}?"):
+        raise typer.Exit(1)
+    registry.delete_version(name, version, reason=reason)
+    console.print(f"deleted {found.name} v{found.version}")
+
+
 @app.command()
 def copy(
     ctx: typer.Context,

@@ -9,6 +9,7 @@ from typing import Final
 from lakeforge.errors import LakeforgeError
 
 MODEL_VERSION_CREATED: Final = "model_version.created"
+MODEL_VERSION_DELETED: Final = "model_version.deleted"
 VALIDATION_PASSED: Final = "validation.passed"
 VALIDATION_FAILED: Final = "validation.failed"
 APPROVAL_REQUESTED: Final = "approval.requested"
@@ -18,6 +19,7 @@ JOB_FINISHED: Final = "job.finished"
 MONITOR_ALERT: Final = "monitor.alert"
 EVENT_TYPES: Final = (
     MODEL_VERSION_CREATED,
+    MODEL_VERSION_DELETED,
     VALIDATION_PASSED,
     VALIDATION_FAILED,
     APPROVAL_REQUESTED,

@@ -26,7 +26,7 @@ from sqlalchemy import Connection, insert, select
 
 from lakeforge._identity import current_user
 from lakeforge.errors import LakeforgeError, PermissionDeniedError
-from lakeforge.events import ALIAS_MOVED, MODEL_VERSION_CREATED, Outbox
+from lakeforge.events import ALIAS_MOVED, MODEL_VERSION_CREATED, MODEL_VERSION_DELETED, Outbox
 from lakeforge.lakehouse import TableName
 from lakeforge.state import StateStore, alias_events, as_utc
 from lakeforge.tracking._lineage import (
@@ -219,7 +219,7 @@ class Registry:
         conn: Connection | None = None,
     ) -> builtins.list[AliasEvent]:
         """Point ``alias`` at ``version``; moving ``champion`` moves the old one to ``previous``."""
-        if not _ALIAS.match(alias):
+        if not _ALIAS.fullmatch(alias):
             raise LakeforgeError(
                 f"alias {alias!r} is not valid: lowercase letters, digits, '_' and '-'"
             )
@@ -318,6 +318,25 @@ class Registry:
                 for r in rows
             ]
 
+    def delete_version(self, name: str, version: int | str, *, reason: str | None = None) -> None:
+        """Delete a version that no alias points at; emits ``model_version.deleted``.
+
+        A version behind an alias (``champion``, ``previous``, ...) is refused: serving,
+        scoring or a rollback may load it. Move or remove the alias first.
+        """
+        found = self.version(name, version)
+        held = sorted(a for a, v in self.aliases(found.name).items() if v == int(found.version))
+        if held:
+            raise LakeforgeError(
+                f"cannot delete {found.name} v{found.version}: alias(es) {', '.join(held)} "
+                "point at it",
+                hint=f"move or remove them first, e.g. `lakeforge models alias {found.name} "
+                f"{held[0]} --delete`",
+            )
+        self.client.delete_model_version(found.name, str(found.version))
+        payload = {"version": int(found.version), "reason": reason, "run_id": found.run_id}
+        Outbox(self.state).emit(MODEL_VERSION_DELETED, found.name, payload, actor=current_user())
+
     # -- deploy-models: copy a version to another target ---------------------------------
 
     def copy(self, ref: str, *, to: str, reason: str | None = None) -> ModelVersion:
@@ -394,7 +413,7 @@ class Registry:
 
 
 def _parse_ref(ref: str) -> re.Match[str]:
-    match = _REF.match(ref.strip())
+    match = _REF.fullmatch(ref.strip())
     if match is None:
         raise LakeforgeError(
             f"model reference {ref!r} is not NAME/VERSION or NAME@ALIAS (e.g. dev.ml.delay/3)"
