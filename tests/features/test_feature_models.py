@@ -124,3 +124,54 @@ def test_the_packaged_model_scores_in_a_fresh_process(fs_project: Path, tmp_path
     predictions = json.loads(done.stdout.strip().splitlines()[-1])
     assert predictions == [int(p) for p in model.predict(frame[FEATURES].head(50))]
     assert np.isfinite(frame[FEATURES].head(50).to_numpy()).all()
+
+
+def test_score_batch_widens_numbers_as_appends_do(fs_project: Path) -> None:
+    with lakeforge.connect("dev", project_dir=fs_project) as ws:
+        uri, _, _ = train(ws)
+        keys = ws.tables.read("dev.silver.labels", columns=["origin", "time_hour"]).slice(0, 200)
+        temps = [0, 40, 95, 120] * 50
+        as_float = ws.score_batch(uri, keys.append_column("temp", pa.array(temps, pa.float64())))
+        for ints in (pa.int64(), pa.int32(), pa.uint16()):  # MLflow refuses int64 -> double
+            as_int = ws.score_batch(uri, keys.append_column("temp", pa.array(temps, ints)))
+            assert list(as_int["prediction"]) == list(as_float["prediction"])
+
+
+def test_widening_to_a_signature_never_narrows() -> None:
+    import pandas as pd
+    from mlflow.types.schema import ColSpec, Schema
+
+    from lakeforge.features._models import widen_to_signature
+
+    schema = Schema(
+        [
+            ColSpec("double", "d"),
+            ColSpec("long", "n"),
+            ColSpec("integer", "i"),
+            ColSpec("float", "f"),
+        ]
+    )
+    frame = pd.DataFrame(
+        {
+            "d": np.array([1, 2], dtype="int64"),
+            "n": np.array([1.5, 2.0]),  # float into long: a narrowing, left to MLflow
+            "i": np.array([2**40, 1], dtype="int64"),  # int64 into int32: left to MLflow
+            "f": np.array([1.0, np.nan], dtype="float32"),
+        }
+    )
+    widened = widen_to_signature(frame, schema)
+    assert widened.dtypes.astype(str).to_dict() == {
+        "d": "float64",
+        "n": "float64",
+        "i": "int64",
+        "f": "float32",
+    }
+    assert widened["i"].tolist() == [2**40, 1] and widened["n"].tolist() == [1.5, 2.0]
+    small = pd.DataFrame({"n": np.array([7], dtype="int8"), "d": np.array([0.5], "float32")})
+    assert widen_to_signature(small, schema).dtypes.astype(str).to_dict() == {
+        "n": "int64",
+        "d": "float64",
+    }
+    huge = pd.DataFrame({"n": np.array([2**64 - 1], dtype="uint64")})
+    with pytest.raises(pa.ArrowInvalid):  # checked as appends are: never wraps around
+        widen_to_signature(huge, schema)

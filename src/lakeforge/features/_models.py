@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -35,12 +36,18 @@ from lakeforge.errors import LakeforgeError
 from lakeforge.features._lookups import FeatureFunction, FeatureLookup, apply_functions
 from lakeforge.features._online_lookup import OnlineFeatureLookup
 from lakeforge.features._training import TrainingSet, create_training_set
-from lakeforge.lakehouse._arrow import materialize, to_arrow
+from lakeforge.lakehouse._arrow import can_cast, materialize, to_arrow
 
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace
     from lakeforge.features.online import OnlineStore
 
+_SIGNATURE_TYPES = {  # MLflow column types that a narrower number may be widened into
+    "double": pa.float64(),
+    "float": pa.float32(),
+    "long": pa.int64(),
+    "integer": pa.int32(),
+}
 SPEC_FILE = "feature_spec.json"
 PROJECT_ENV = "LAKEFORGE_PROJECT_DIR"
 TAG_FEATURE_TABLES = "lakeforge.feature_tables"
@@ -303,7 +310,10 @@ def score_batch(
         if store is not None and isinstance(python_model, FeatureAwareModel):
             python_model.use_online_store(store)
         with _scoring_env(ws):
-            predictions = model.predict(_naive_utc(data.to_pandas()))
+            frame = _naive_utc(data.to_pandas())
+            predictions = model.predict(
+                widen_to_signature(frame, model.metadata.get_input_schema())
+            )
     finally:
         if store is not None:
             store.close()
@@ -314,6 +324,31 @@ def score_batch(
         else predictions.iloc[:, 0].to_list()
     )
     return out
+
+
+def widen_to_signature(frame: pd.DataFrame, schema: Any) -> pd.DataFrame:
+    """``frame`` with numeric columns widened to the types of the MLflow input ``schema``.
+
+    The lakehouse's rule for appends (:func:`~lakeforge.lakehouse._arrow.can_cast`):
+    integers into floats, narrower into wider integers or floats, never a narrowing.
+    MLflow's schema enforcement refuses int64 into a double column; serving takes it.
+    Other columns are left for MLflow's enforcement to judge.
+    """
+    if schema is None or schema.is_tensor_spec() or not frame.columns.is_unique:
+        return frame
+    widened: dict[str, Any] = {}
+    for spec in schema.inputs:
+        target = _SIGNATURE_TYPES.get(getattr(spec.type, "name", ""))
+        if target is None or spec.name not in frame.columns:
+            continue
+        column = frame[spec.name]
+        if not isinstance(column.dtype, np.dtype) or column.dtype.kind not in "iuf":
+            continue
+        source = pa.from_numpy_dtype(column.dtype)
+        if source != target and can_cast(source, target):
+            # Arrow's cast, as appends do: checked (uint64 beyond int64 raises, never wraps)
+            widened[spec.name] = pc.cast(pa.array(column), target).to_numpy(zero_copy_only=False)
+    return frame.assign(**widened) if widened else frame
 
 
 def _python_model(model: Any) -> Any:

@@ -6,9 +6,11 @@ Routes:
   endpoint is served): the MLflow scoring protocol, ``{"predictions": ...}`` back.
 - ``POST /v2/models/{name}/infer``: the Open Inference Protocol; ``GET /v2/models/{name}``,
   ``/v2/models/{name}/ready``, ``/v2/health/live``, ``/v2/health/ready``.
-- ``GET /ping`` (alive), ``GET /health`` (ready: every entity loaded), ``GET /metrics``.
+- ``GET /ping`` (alive), ``GET /health`` (ready: every entity loaded), ``GET /metrics``,
+  ``GET /version`` (the MLflow version, as ``mlflow models serve`` answers).
 
-Errors: 400 (input that fails the signature, named), 401/403 (bearer token), 404
+Errors: 400 (input that fails the signature, or that the model fails on: no rows, nulls in
+required columns; named, as MLflow answers 400 there), 401/403 (bearer token), 404
 (unknown endpoint), 413 (payload over ``max_payload_mb``), 500 (the model raised; the
 trace is logged, not returned), 503 (not loaded yet), 504 (over ``timeout_s``).
 """
@@ -136,6 +138,10 @@ class ServingApp:
         if path == "/metrics":
             body, content_type = _metrics.exposition()
             return 200, body, [(b"content-type", content_type.encode())]
+        if path == "/version":
+            from mlflow.version import VERSION
+
+            return 200, VERSION.encode(), _JSON
         if path == "/serving-endpoints":
             return 200, dumps({"endpoints": sorted(runtime.endpoints)}), _JSON
         if len(parts) in (3, 4) and parts[:2] == ["v2", "models"]:
@@ -227,11 +233,20 @@ def _answer(endpoint: Endpoint, model: Any, predictions: Any, v2: bool, request_
 
 async def _score(entity: Entity, model: Any, parsed: Parsed, v2: bool, timeout_s: float) -> Any:
     frame = model.frame(parsed)
-    if frame is not None:
-        assert entity.batcher is not None
-        return await _wait(entity.batcher.submit(model, frame), timeout_s)
-    loop = asyncio.get_running_loop()
-    return await _wait(loop.run_in_executor(None, model.predict_request, parsed, v2), timeout_s)
+    try:
+        if frame is not None:
+            assert entity.batcher is not None
+            return await _wait(entity.batcher.submit(model, frame), timeout_s)
+        loop = asyncio.get_running_loop()
+        return await _wait(loop.run_in_executor(None, model.predict_request, parsed, v2), timeout_s)
+    except RequestError:
+        raise
+    except Exception as exc:
+        refusal = model.refusal(parsed)  # the input's fault (a 400), or the model's (a 500)
+        if refusal is None:
+            raise
+        log.info("%s/%s refused input: %s (%r)", entity.endpoint, entity.name, refusal.message, exc)
+        raise refusal from exc
 
 
 async def _wait(call: Awaitable[Any], timeout_s: float) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from lakeforge._frames import frame_of
-from lakeforge.serving._protocol import Parsed, RequestError
+from lakeforge.serving._protocol import INVALID_INPUT, Parsed, RequestError
 
 log = logging.getLogger("lakeforge.serving")
 
@@ -40,7 +41,10 @@ def _convert(values: list[Any], kind: str) -> np.ndarray:
     if kind in ("long", "integer"):
         if any(isinstance(v, bool) or not isinstance(v, int) for v in values):
             raise _Unconvertible
-        return np.array(values, dtype=np.int64 if kind == "long" else np.int32)
+        try:
+            return np.array(values, dtype=np.int64 if kind == "long" else np.int32)
+        except OverflowError:  # never narrow lossily: MLflow's parser decides
+            raise _Unconvertible from None
     if kind == "boolean":
         if not all(isinstance(v, bool) for v in values):
             raise _Unconvertible
@@ -109,21 +113,62 @@ class LoadedModel:
                 return pd.DataFrame(
                     matrix.astype(self._numeric, copy=False), columns=self._index, copy=False
                 )
+        columns = parsed.columns
+        if not columns or any(required and n not in columns for n, _, required in self.columns):
+            raise self._missing(columns)
         data: dict[str, np.ndarray] = {}
         try:
-            for name, kind, required in self.columns:
-                values = parsed.columns.get(name)
-                if values is None:
-                    if required:
-                        raise RequestError(
-                            400, f"Model is missing inputs ['{name}'] (expected type {kind})"
-                        )
-                    continue
-                data[name] = _convert(values, kind)
+            for name, kind, _ in self.columns:
+                values = columns.get(name)
+                if values is not None:
+                    data[name] = _convert(values, kind)
         except _Unconvertible:
             return None
         every = len(data) == len(self.columns)  # else optional columns are left out
         return frame_of(self._index if every else list(data), list(data.values()))
+
+    def _missing(self, columns: dict[str, list[Any]]) -> RequestError:
+        """The 400 for a request without the signature's required columns (all named)."""
+        expected = ", ".join(f"{n} ({kind})" for n, kind, _ in self.columns or [])
+        if not columns:
+            return RequestError(
+                400,
+                f"the input is empty: no rows, no columns (expected: {expected})",
+                INVALID_INPUT,
+            )
+        missing = [n for n, _, required in self.columns or [] if required and n not in columns]
+        extra = [n for n in columns if n not in self._names]
+        return RequestError(
+            400,
+            f"Model is missing inputs {missing} (expected: {expected})"
+            + (f"; extra inputs: {extra}" if extra else ""),
+            INVALID_INPUT,
+        )
+
+    def refusal(self, parsed: Parsed) -> RequestError | None:
+        """Why the model failed on ``parsed`` when the input is at fault, as a 400.
+
+        MLflow answers 400 when the model raises on its input. Called only once the model
+        raised (so a model that takes NaN or no rows still scores them): no rows, or null or
+        non-finite values in required columns, are named; anything else is the model's own
+        failure (None).
+        """
+        if parsed.columns is not None and parsed.rows == 0:
+            return RequestError(400, "the input is empty: it has no rows to score")
+        if self.columns is None or parsed.columns is None:
+            return None
+        gaps = [
+            name
+            for name, _, required in self.columns
+            if required and _has_gaps(parsed.columns.get(name, ()))
+        ]
+        if not gaps:
+            return None
+        return RequestError(
+            400,
+            f"the model failed on null or non-finite values (NaN, Infinity) in required "
+            f"column(s) {', '.join(map(repr, gaps))}; send values it accepts",
+        )
 
     def predict_frame(self, frame: pd.DataFrame) -> Any:
         """Score a frame made by :meth:`frame` (the schema is already enforced)."""
@@ -135,20 +180,22 @@ class LoadedModel:
         """Score through MLflow's own parser and schema enforcement."""
         from mlflow.exceptions import MlflowException
 
+        from lakeforge.features._models import widen_to_signature
+
         try:
-            if v2 or parsed.columns is not None and self.pyfunc.metadata.get_input_schema() is None:
-                data: Any = pd.DataFrame(parsed.columns)
+            schema = self.pyfunc.metadata.get_input_schema()
+            if v2 or parsed.columns is not None and schema is None:
+                data: Any = widen_to_signature(pd.DataFrame(parsed.columns), schema)
                 params = parsed.params
             else:
                 from mlflow.pyfunc.scoring_server import _parse_json_data
 
-                schema = self.pyfunc.metadata.get_input_schema()
                 decoded = _parse_json_data(parsed.body, self.pyfunc.metadata, schema)  # type: ignore[no-untyped-call]
                 data, params = decoded.data, decoded.params
             return self.pyfunc.predict(data, params=params)
         except MlflowException as exc:
-            if exc.error_code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST"):
-                raise RequestError(400, exc.message) from None
+            if exc.error_code in (INVALID_INPUT, "BAD_REQUEST"):
+                raise RequestError(400, exc.message, exc.error_code) from None
             raise
 
     def invoke_mlflow(self, body: bytes, content_type: str) -> tuple[int, bytes]:
@@ -160,7 +207,7 @@ class LoadedModel:
         try:
             answer = invocations(body, content_type, self.pyfunc, schema)  # type: ignore[no-untyped-call]
         except MlflowException as exc:
-            raise RequestError(400, exc.message) from None
+            raise RequestError(400, exc.message, exc.error_code) from None
         if answer.status == 200:
             return 200, answer.response.encode()
         raise RequestError(answer.status, str(answer.response), "UNSUPPORTED_MEDIA_TYPE")
@@ -177,6 +224,10 @@ class LoadedModel:
             fast = self.frame(Parsed(b"", columns, len(frame), None))
             if fast is not None:
                 self.predict_frame(fast)
+
+
+def _has_gaps(values: Any) -> bool:
+    return any(v is None or isinstance(v, float) and not math.isfinite(v) for v in values)
 
 
 def split(predictions: Any, sizes: list[int]) -> list[Any] | None:

@@ -8,6 +8,8 @@ Anything else is kept as the raw body and handed to MLflow's own parser
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,7 @@ import orjson
 import pandas as pd
 
 MLFLOW_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+INVALID_INPUT = "INVALID_PARAMETER_VALUE"  # MLflow's error code for input the schema refuses
 _V2_TYPES = {
     "BOOL": "bool",
     "INT8": "int8",
@@ -59,10 +62,16 @@ class Parsed:
 
 
 def _decode(body: bytes) -> Any:
+    """orjson, and only where it refuses, the standard parser MLflow uses: it also takes
+    the ``NaN``, ``Infinity`` and ``-Infinity`` that Python's ``json.dumps`` writes."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise RequestError(400, f"request body is not valid JSON: {exc}") from None
+        error = exc
+    try:
+        return json.loads(body)
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        raise RequestError(400, f"request body is not valid JSON: {error}") from None
 
 
 def _records(records: list[Any]) -> dict[str, list[Any]] | None:
@@ -84,7 +93,16 @@ def _columns(fmt: str, data: Any) -> dict[str, list[Any]] | None:
             return None
         if not all(isinstance(r, list) and len(r) == len(names) for r in rows):
             return None
-        return {str(n): [r[i] for r in rows] for i, n in enumerate(names)}
+        columns = {str(n): [r[i] for r in rows] for i, n in enumerate(names)}
+        if len(columns) != len(names):
+            twice = [n for n, count in Counter(str(n) for n in names).items() if count > 1]
+            raise RequestError(
+                400,
+                f"dataframe_split has duplicate column(s) {', '.join(map(repr, twice))}: "
+                "each column may appear once",
+                INVALID_INPUT,
+            )
+        return columns
     if isinstance(data, list):
         return _records(data)
     columnar = isinstance(data, dict) and all(isinstance(v, list) for v in data.values())
@@ -141,6 +159,10 @@ def parse_v2(body: bytes, client_request_id: str | None = None) -> tuple[Parsed,
             )
         if not isinstance(data, list):
             raise RequestError(400, f"{where} ({name}): 'data' must be a list")
+        if name in columns:
+            raise RequestError(
+                400, f"{where}: tensor {name!r} appears more than once (each input once)"
+            )
         flat = np.asarray(data, dtype=object).reshape(-1).tolist() if data else []
         columns[name] = flat
     lengths = {name: len(values) for name, values in columns.items()}
