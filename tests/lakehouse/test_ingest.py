@@ -259,7 +259,7 @@ def test_kill_9_mid_ingest_then_rerun_loads_every_file_exactly_once(
         "import sys, lakeforge\n"
         "from lakeforge.lakehouse import Ingestor\n"
         "ws = lakeforge.connect('dev', project_dir=sys.argv[1])\n"
-        "Ingestor(ws.tables, ws.state).run(sys.argv[2], sys.argv[3], batch_bytes=1)\n"
+        "Ingestor(ws.tables, ws.state).run(sys.argv[2], sys.argv[3], batch_bytes=1, lease_s=2)\n"
     )
     child = subprocess.Popen([sys.executable, "-c", script, str(project_dir), str(landing), TABLE])
     log = project_dir / ".lakeforge" / "dev" / "tables" / "bronze" / "flights" / "_delta_log"

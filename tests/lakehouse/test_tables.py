@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pytest
+from deltalake import CommitProperties, Transaction
 
 import lakeforge
 from lakeforge import Workspace
@@ -21,6 +24,7 @@ from lakeforge.errors import (
     TableExistsError,
     TableNotFoundError,
 )
+from lakeforge.lakehouse import WriteResult
 
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("score", pa.float64())])
 
@@ -230,3 +234,99 @@ def test_targets_write_only_their_own_catalog_and_read_what_read_from_allows(
 def test_bad_data_type_is_refused(ws: Workspace) -> None:
     with pytest.raises(TypeError, match="expected an Arrow table"):
         ws.tables.write("dev.s.t", [1, 2, 3])
+
+
+def run_concurrently(
+    workers: int, work: Callable[[int], list[WriteResult]]
+) -> list[list[WriteResult]]:
+    """Run ``work(i)`` in ``workers`` threads started together; re-raise the first error."""
+    start = threading.Barrier(workers)
+
+    def task(i: int) -> list[WriteResult]:
+        start.wait()
+        return work(i)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(task, range(workers)))
+
+
+def inserted_ids(ws: Workspace, version: int) -> set[int]:
+    """The ids a commit inserted, from the change data feed."""
+    feed = ws.tables.changes("dev.s.t", starting_version=version, ending_version=version)
+    kinds = set(feed.column("_change_type").to_pylist())
+    assert kinds <= {"insert", "update_preimage", "update_postimage"}
+    return {
+        row["id"]
+        for row in feed.to_pylist()
+        if row["_change_type"] in ("insert", "update_postimage")
+    }
+
+
+def test_concurrent_appends_each_report_their_own_commit(ws: Workspace) -> None:
+    ws.tables.create("dev.s.t", SCHEMA)
+    writers, writes = 4, 6
+
+    def append(i: int) -> list[WriteResult]:
+        out = []
+        for k in range(writes):
+            first = (i * writes + k) * 100
+            size = i * writes + k + 1  # each write has its own row count
+            out.append(ws.tables.write("dev.s.t", rows(list(range(first, first + size)))))
+        return out
+
+    results = run_concurrently(writers, append)
+    versions = [r.version for per_writer in results for r in per_writer]
+    assert sorted(versions) == list(range(1, writers * writes + 1))
+    for i, per_writer in enumerate(results):
+        for k, result in enumerate(per_writer):
+            first, size = (i * writes + k) * 100, i * writes + k + 1
+            assert result.version is not None
+            assert result.rows_written == size
+            assert inserted_ids(ws, result.version) == set(range(first, first + size))
+
+
+def test_concurrent_merges_on_disjoint_keys_all_succeed(ws: Workspace) -> None:
+    ws.tables.create("dev.s.t", SCHEMA, primary_keys=["id"])
+    writers, merges = 4, 4
+    ws.tables.write("dev.s.t", rows(list(range(writers * 10))))
+
+    def upsert(i: int) -> list[WriteResult]:
+        keys = list(range(i * 10, i * 10 + 10))
+        return [
+            ws.tables.merge("dev.s.t", rows(keys, score=float(round_ + 1)))
+            for round_ in range(merges)
+        ]
+
+    results = run_concurrently(writers, upsert)
+    versions = [r.version for per_writer in results for r in per_writer]
+    assert sorted(versions) == list(range(2, writers * merges + 2))
+    for i, per_writer in enumerate(results):
+        for result in per_writer:
+            assert result.version is not None and result.rows_written == 10
+            assert inserted_ids(ws, result.version) == set(range(i * 10, i * 10 + 10))
+    final = ws.tables.read("dev.s.t")
+    assert final.num_rows == writers * 10
+    assert set(final.column("score").to_pylist()) == {float(merges)}
+    ops = {h["version"]: h["operation"] for h in ws.tables.history("dev.s.t")}
+    assert all(ops[v] == "MERGE" for v in versions)
+
+
+def test_concurrent_first_writes_create_the_table_once_and_all_commit(ws: Workspace) -> None:
+    results = run_concurrently(4, lambda i: [ws.tables.write("dev.s.t", rows([i]))])
+    assert sorted(r.version for [r] in results) == [0, 1, 2, 3]
+    assert sorted(ws.tables.read("dev.s.t").column("id").to_pylist()) == [0, 1, 2, 3]
+    for i, [result] in enumerate(results):
+        assert result.version is not None and inserted_ids(ws, result.version) == {i}
+
+
+def test_a_write_whose_transaction_version_the_table_has_is_refused(ws: Workspace) -> None:
+    def batch(version: int) -> CommitProperties:
+        return CommitProperties(app_transactions=[Transaction("loader", version)])
+
+    ws.tables.write("dev.s.t", rows([1]), commit_properties=batch(1))
+    ws.tables.write("dev.s.t", rows([2]), commit_properties=batch(2))
+    with pytest.raises(
+        LakeforgeError, match=r"'loader' is already at version 2.*carries version 2"
+    ):
+        ws.tables.write("dev.s.t", rows([3]), commit_properties=batch(2))
+    assert ws.tables.describe("dev.s.t").version == 1

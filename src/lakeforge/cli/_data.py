@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from lakeforge.cli._context import console, workspace
 from lakeforge.cli._render import OutputFormat, render
 from lakeforge.lakehouse import IngestReport
-from lakeforge.lakehouse._ingest import FileFormat
+from lakeforge.lakehouse._ingest import DEFAULT_LEASE_S, FileFormat
 
 
 def sql(
@@ -39,20 +39,48 @@ def ingest(
     into: Annotated[str, typer.Option("--into", help="Target table, e.g. dev.bronze.flights.")],
     format: Annotated[str, typer.Option("--format", help="auto, csv, json or parquet.")] = "auto",
     evolve_schema: Annotated[bool, typer.Option(help="Let new columns extend the table.")] = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            help="Wait while another ingestion into the table runs (--no-wait: fail at once)."
+        ),
+    ] = True,
+    lease_seconds: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            help="How long a run that died keeps the table locked (renewed every third).",
+        ),
+    ] = DEFAULT_LEASE_S,
 ) -> None:
     """Load the files not yet ingested into a table, exactly once each."""
     if format not in ("auto", "csv", "json", "parquet"):
         raise typer.BadParameter(
             f"{format!r}; allowed: auto, csv, json, parquet", param_hint="--format"
         )
-    report = run_ingest(ctx, source, into, format, evolve_schema)  # type: ignore[arg-type]
+    report = run_ingest(
+        ctx,
+        source,
+        into,
+        format,  # type: ignore[arg-type]
+        evolve_schema,
+        wait=wait,
+        lease_s=lease_seconds,
+    )
     print_report(report)
     if report.failed:
         raise typer.Exit(code=2)
 
 
 def run_ingest(
-    ctx: typer.Context, source: Path, into: str, fmt: FileFormat, evolve_schema: bool
+    ctx: typer.Context,
+    source: Path,
+    into: str,
+    fmt: FileFormat,
+    evolve_schema: bool,
+    *,
+    wait: bool = True,
+    lease_s: float = DEFAULT_LEASE_S,
 ) -> IngestReport:
     with Progress(
         TextColumn("[bold]ingest[/bold] {task.description}"),
@@ -68,7 +96,13 @@ def run_ingest(
             bar.update(task, completed=done, total=total, description=name or into)
 
         return workspace(ctx).ingest(
-            source, into, format=fmt, evolve_schema=evolve_schema, progress=tick
+            source,
+            into,
+            format=fmt,
+            evolve_schema=evolve_schema,
+            progress=tick,
+            wait=wait,
+            lease_s=lease_s,
         )
 
 

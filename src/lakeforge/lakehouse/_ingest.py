@@ -8,6 +8,13 @@ after it, so a crash at any point is repaired on the next run: a pending batch w
 transaction identifier is in the table did commit (mark it loaded); one whose
 identifier is not, did not (load it again). No file is loaded twice, none is lost.
 
+One run per table at a time: a run holds the state store lease ``ingest:<table>``,
+renewed by a heartbeat while it lasts. Another run waits for it (or, with
+``wait=False``, fails naming the holder's host, pid and lease expiry); a run that died
+frees the table when its lease expires. So recovery only ever repairs the batches of
+dead runs, never a live run's in-flight batch. Should a run stall past its lease, its
+commit is still fenced by the batch's transaction identifier (see ``_commits``).
+
 Schema: inferred from the first batch. Later files are parsed with the table's column
 types; a value that does not convert fails its file with a message naming the column,
 and the file is never half-loaded (type conflicts fail rather than rescue). New columns
@@ -19,10 +26,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -36,8 +44,9 @@ from sqlalchemy.exc import IntegrityError
 
 from lakeforge.errors import IngestError, LakeforgeError
 from lakeforge.lakehouse._arrow import conform
+from lakeforge.lakehouse._commits import TransactionConflictError
 from lakeforge.lakehouse._names import TableName
-from lakeforge.state import StateStore, ingest_files
+from lakeforge.state import Heartbeat, Lease, StateStore, ingest_files
 
 if TYPE_CHECKING:
     from lakeforge.lakehouse._tables import Lakehouse
@@ -56,6 +65,7 @@ _SUFFIXES: dict[str, str] = {
     ".parquet": "parquet",
 }
 DEFAULT_BATCH_BYTES = 256 * 1024 * 1024
+DEFAULT_LEASE_S = 60.0
 ProgressCallback = Callable[[int, int, str], None]
 
 
@@ -162,13 +172,61 @@ class Ingestor:
         evolve_schema: bool = False,
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         progress: ProgressCallback | None = None,
+        wait: bool = True,
+        lease_s: float = DEFAULT_LEASE_S,
     ) -> IngestReport:
+        """Ingest the new files of ``source`` into ``into``.
+
+        One run per table at a time: the run holds the lease ``ingest:<table>`` in the
+        state store, renewed by a heartbeat. Another run waits for it (or, with
+        ``wait=False``, fails naming the holder); a holder that died stops renewing, and
+        its lease expires ``lease_s`` seconds later.
+        """
         table = self.lakehouse.name(into)
         self.lakehouse.owner_of(table, write=True)
+        if lease_s <= 0:
+            raise IngestError(f"lease_s must be a positive number of seconds, got {lease_s}")
+        source = Path(source)
+        lease = Lease(self.state, f"ingest:{table}", duration=timedelta(seconds=lease_s))
+        self._take(lease, table, wait, progress)
+        with Heartbeat(lease) as heartbeat:
+            return self._run(source, table, format, evolve_schema, batch_bytes, progress, heartbeat)
+
+    def _take(
+        self, lease: Lease, table: TableName, wait: bool, progress: ProgressCallback | None
+    ) -> None:
+        """Take the table's ingest lease, waiting while a live run holds it (if ``wait``)."""
+        poll = min(1.0, lease.duration.total_seconds() / 4)
+        while not lease.acquire():
+            holder = lease.holder()
+            if holder is None:  # released or expired in between: try again at once
+                continue
+            if not wait:
+                raise IngestError(
+                    f"another ingestion into {table} is running: {holder.describe()}; "
+                    "one ingestion per table runs at a time",
+                    hint="wait for it to finish, or run without --no-wait (wait=False) to "
+                    "queue behind it; a run that died frees the table when its lease expires",
+                )
+            if progress:
+                progress(0, 0, f"waiting for {holder.describe()}")
+            time.sleep(poll)
+
+    def _run(
+        self,
+        source: Path,
+        table: TableName,
+        format: FileFormat,
+        evolve_schema: bool,
+        batch_bytes: int,
+        progress: ProgressCallback | None,
+        heartbeat: Heartbeat,
+    ) -> IngestReport:
         engine = self.state.connect_engine()
         report = IngestReport(table)
         app_id = f"lakeforge-ingest/{table}"
         with engine.begin() as conn:
+            # Under the lease: a pending batch is no live run's, so it is repaired here.
             report.recovered = self._recover(conn, table, app_id)
             known = {
                 row.path: row
@@ -177,7 +235,7 @@ class Ingestor:
                 )
             }
         todo: list[_File] = []
-        for file in _discover(Path(source), format):
+        for file in _discover(source, format):
             seen = known.get(str(file.path))
             if seen is None or (
                 seen.status == "failed" and (seen.size, seen.mtime_ns) != (file.size, file.mtime_ns)
@@ -194,7 +252,7 @@ class Ingestor:
         for batch in _batches(todo, batch_bytes):
             if progress:
                 progress(done, len(todo), batch[0].path.name)
-            self._load_batch(batch, table, app_id, evolve_schema, report)
+            self._load_batch(batch, table, app_id, evolve_schema, report, heartbeat)
             done += len(batch)
             if progress:
                 progress(done, len(todo), "")
@@ -251,6 +309,7 @@ class Ingestor:
         app_id: str,
         evolve_schema: bool,
         report: IngestReport,
+        heartbeat: Heartbeat,
     ) -> None:
         now = datetime.now(UTC)
         schema = self.lakehouse.schema(table) if self.lakehouse.exists(table) else None
@@ -277,19 +336,31 @@ class Ingestor:
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
                 failed |= {path: f"files in one batch disagree: {_short(exc)}" for path in parsed}
                 parsed = {}
+        _still_held(heartbeat, table)
         batch = self._claim(files, table, app_id, digests, failed, now)
         report.failed |= {str(path): error for path, error in failed.items()}
         if combined is None or not parsed:
             return
         if schema is None:
             combined = _strings_for_nulls(combined)
-        result = self.lakehouse.write(
-            table,
-            combined,
-            mode="append",
-            schema_evolution="merge" if evolve_schema else None,
-            commit_properties=CommitProperties(app_transactions=[Transaction(app_id, batch)]),
-        )
+        _still_held(heartbeat, table)
+        try:
+            # Should this run have lost its lease anyway (a stall longer than the lease),
+            # the batch's transaction id fences the commit: the write is refused when
+            # another run committed this batch number, or commits one concurrently.
+            result = self.lakehouse.write(
+                table,
+                combined,
+                mode="append",
+                schema_evolution="merge" if evolve_schema else None,
+                commit_properties=CommitProperties(app_transactions=[Transaction(app_id, batch)]),
+            )
+        except TransactionConflictError as exc:
+            raise IngestError(
+                f"ingestion into {table} stopped: another run took over the table while this "
+                f"one was stalled, and its batch {batch} was not committed ({exc.message})",
+                hint="rerun to load the files still missing",
+            ) from None
         with self.state.engine.begin() as conn:
             for path, data in parsed.items():
                 conn.execute(
@@ -364,6 +435,19 @@ class Ingestor:
                 .order_by(ingest_files.c.id)
             )
             return [dict(row._mapping) for row in rows]
+
+
+def _still_held(heartbeat: Heartbeat, table: TableName) -> None:
+    """Renew the run's lease now; fail when it expired and may have been taken over."""
+    if heartbeat.lost.is_set() or not heartbeat.lease.renew():
+        heartbeat.lost.set()
+        raise IngestError(
+            f"ingestion into {table} stopped: this run lost its lease {heartbeat.lease.name!r} "
+            f"(it stalled for longer than {heartbeat.lease.duration.total_seconds():g}s) and "
+            "another run may have taken over; the batches committed so far are recorded",
+            hint="rerun to load the files still missing; raise lease_s (--lease-seconds) if "
+            "this machine stalls that long",
+        )
 
 
 def _file_schema(schema: pa.Schema | None) -> pa.Schema | None:

@@ -27,6 +27,7 @@ from lakeforge.errors import (
     TableNotFoundError,
 )
 from lakeforge.lakehouse._arrow import (
+    ArrowData,
     comments_of,
     conform,
     conform_stream,
@@ -35,6 +36,12 @@ from lakeforge.lakehouse._arrow import (
     to_arrow,
     with_key_metadata,
 )
+from lakeforge.lakehouse._commits import (
+    check_transactions,
+    own_commit,
+    retry_conflicts,
+    with_write_id,
+)
 from lakeforge.lakehouse._expectations import (
     QUARANTINE_SUFFIX,
     Expectation,
@@ -42,7 +49,7 @@ from lakeforge.lakehouse._expectations import (
     apply_expectations,
 )
 from lakeforge.lakehouse._names import TableName
-from lakeforge.lakehouse._sql import query_dataset
+from lakeforge.lakehouse._sql import parse_filter, query_dataset
 from lakeforge.project import Project, Target
 
 TABLES_DIR = "tables"
@@ -402,7 +409,8 @@ class Lakehouse:
     ) -> pa.Table | pd.DataFrame | pl.DataFrame:
         """Read a table (at a version or timestamp) as Arrow, pandas or Polars.
 
-        ``filter`` is a SQL predicate (DuckDB dialect) pushed down into the scan.
+        ``filter`` is one SQL expression (DuckDB dialect) over the table's columns; it is
+        evaluated by DuckDB without any file access, on the columns it and ``columns`` need.
         """
         table = self.name(name)
         dt = self.delta(table, version=version, as_of=as_of)
@@ -414,9 +422,14 @@ class Lakehouse:
             )
         self._notify_read(table, dt)
         if filter:
-            result = query_dataset(
-                _scan_dataset(dt), columns=columns, where=filter, label=str(table)
-            )
+            # A plain stream, not the dataset: pyarrow's filter pushdown and its casts to
+            # view types fail on files that mix dictionary, plain and view string columns.
+            needed = parse_filter(filter, label=str(table)).columns
+            projection = None if columns is None else _with_columns(names, columns, needed)
+            reader = dt.to_pyarrow_dataset().scanner(columns=projection).to_reader()
+            schema = reader.schema
+            result = query_dataset(reader, columns=columns, where=filter, label=str(table))
+            result = result.cast(pa.schema([schema.field(c) for c in result.column_names]))
         else:
             result = dt.to_pyarrow_dataset().to_table(columns=columns)
         if format == "pandas":
@@ -448,29 +461,16 @@ class Lakehouse:
         Expectations run first; a failing ``expect_or_fail`` writes nothing. Either the
         whole write commits as one new version or the table stays at its previous version.
         Each write is recorded in ``<catalog>.system.quality_log`` unless ``quality_log``
-        is false (for high-frequency machine writes such as inference logs).
+        is false (for high-frequency machine writes such as inference logs). With other
+        writers at work, the result is this write's own commit, and a commit that conflicts
+        with theirs is redone on the new snapshot (a stream, which cannot be replayed, fails).
         """
         table = self.name(name)
         owner = self.owner_of(table, write=True)
         arrow = to_arrow(data, what=f"write to {table}")
         dt = self._open(table, owner)
         if dt is not None:
-            current = pa.schema(dt.schema().to_arrow())
-            if schema_evolution == "overwrite" and mode == "overwrite":
-                arrow = materialize(arrow)
-            elif (
-                isinstance(arrow, pa.RecordBatchReader)
-                and not expectations
-                and not schema_evolution
-            ):
-                arrow = conform_stream(arrow, current, table=str(table))
-            else:
-                arrow = conform(
-                    materialize(arrow),
-                    current,
-                    table=str(table),
-                    allow_new_columns=schema_evolution == "merge",
-                )
+            arrow = self._conform_write(dt, arrow, table, mode, expectations, schema_evolution)
         elif primary_keys:
             arrow = materialize(arrow)
             arrow = arrow.cast(
@@ -487,34 +487,50 @@ class Lakehouse:
                 # Quarantine first: if the main write then fails, a retry may repeat these
                 # rows (each carries its write id) but a dropped row is never lost.
                 self._write_quarantine(table, outcome.quarantined, write_id)
+        properties = with_write_id(commit_properties, write_id)
         options: dict[str, Any] = {
             "mode": mode,
             "schema_mode": schema_evolution,
             "predicate": replace_where,
             "storage_options": owner.storage_options or None,
-            "commit_properties": commit_properties,
+            "commit_properties": properties,
         }
-        if dt is None:
-            options |= {
-                "partition_by": list(partition_by or []) or None,
-                "name": str(table),
-                "configuration": CDF_CONFIG,
-            }
+        what = f"write to {table}"
+
+        def commit(attempt: int) -> tuple[DeltaTable, int]:
+            """Commit on the current snapshot; a snapshot and a version at or before ours."""
+            nonlocal dt, arrow
+            if attempt > 1:  # lost a race: start again from the new snapshot
+                dt = self._open(table, owner)
+                if dt is not None:
+                    arrow = self._conform_write(
+                        dt, arrow, table, mode, expectations, schema_evolution
+                    )
+            if dt is None:
+                write_deltalake(
+                    self.location(table),
+                    arrow,
+                    **options,
+                    partition_by=list(partition_by or []) or None,
+                    name=str(table),
+                    configuration=CDF_CONFIG,
+                )
+                return self.delta(table), 0
+            check_transactions(dt, properties, what)
+            write_deltalake(dt, arrow, **options)
+            return dt, dt.version()  # the snapshot right after our own commit
+
         try:
-            write_deltalake(dt if dt is not None else self.location(table), arrow, **options)
+            snapshot, since = retry_conflicts(
+                commit, what=what, replayable=isinstance(arrow, pa.Table)
+            )
         except DeltaError as exc:
-            raise LakeforgeError(
-                f"write to {table} failed; the table is unchanged: {exc}"
-            ) from None
-        if dt is None:
-            dt = self.delta(table)
-        else:
-            dt.update_incremental()
-        metrics = dt.history(1)[0].get("operationMetrics", {})
+            raise LakeforgeError(f"{what} failed; the table is unchanged: {exc}") from None
+        version, metrics = own_commit(snapshot, write_id, since=since)
         rows_written = int(metrics.get("num_added_rows", 0))
         result = WriteResult(
             table=table,
-            version=dt.version(),
+            version=version,
             operation=mode,
             rows_in=outcome.rows_in if outcome else rows_written,
             rows_written=rows_written,
@@ -526,6 +542,28 @@ class Lakehouse:
             self._log_quality(result, outcome, write_id)
         return result
 
+    def _conform_write(
+        self,
+        dt: DeltaTable,
+        arrow: ArrowData,
+        table: TableName,
+        mode: WriteMode,
+        expectations: Sequence[Expectation],
+        schema_evolution: SchemaEvolution | None,
+    ) -> ArrowData:
+        """The data checked against (and widened to) the table's current schema."""
+        current = pa.schema(dt.schema().to_arrow())
+        if schema_evolution == "overwrite" and mode == "overwrite":
+            return materialize(arrow)
+        if isinstance(arrow, pa.RecordBatchReader) and not expectations and not schema_evolution:
+            return conform_stream(arrow, current, table=str(table))
+        return conform(
+            materialize(arrow),
+            current,
+            table=str(table),
+            allow_new_columns=schema_evolution == "merge",
+        )
+
     def _open(self, table: TableName, owner: Target) -> DeltaTable | None:
         """The table, or None when it does not exist yet."""
         try:
@@ -535,20 +573,24 @@ class Lakehouse:
 
     def _write_quarantine(self, table: TableName, rows: pa.Table, write_id: str) -> None:
         quarantine = table.sibling(table.table + QUARANTINE_SUFFIX)
-        exists = self.exists(quarantine)
         rows = rows.append_column("_write_id", pa.repeat(pa.scalar(write_id), rows.num_rows))
         rows = rows.append_column(
             "_quarantined_at",
             pa.repeat(pa.scalar(datetime.now(UTC), pa.timestamp("us", tz="UTC")), rows.num_rows),
         )
-        write_deltalake(
-            self.location(quarantine),
-            rows,
-            mode="append",
-            schema_mode="merge" if exists else None,
-            configuration=None if exists else CDF_CONFIG,
-            storage_options=self.target.storage_options or None,
-        )
+
+        def append(_attempt: int) -> None:
+            exists = self.exists(quarantine)
+            write_deltalake(
+                self.location(quarantine),
+                rows,
+                mode="append",
+                schema_mode="merge" if exists else None,
+                configuration=None if exists else CDF_CONFIG,
+                storage_options=self.target.storage_options or None,
+            )
+
+        retry_conflicts(append, what=f"write to {quarantine}")
 
     def _log_quality(
         self, result: WriteResult, outcome: QualityOutcome | None, write_id: str | None = None
@@ -577,11 +619,15 @@ class Lakehouse:
             for r in rules
         ] or [{**base, "rule": None, "expression": None, "action": None, "rows_failed": None}]
         log = TableName(self.target.catalog, SYSTEM_SCHEMA, QUALITY_LOG)
-        write_deltalake(
-            self.location(log),
-            pa.Table.from_pylist(rows, schema=_QUALITY_LOG_SCHEMA),
-            mode="append",
-            storage_options=self.target.storage_options or None,
+        data = pa.Table.from_pylist(rows, schema=_QUALITY_LOG_SCHEMA)
+        retry_conflicts(
+            lambda _attempt: write_deltalake(
+                self.location(log),
+                data,
+                mode="append",
+                storage_options=self.target.storage_options or None,
+            ),
+            what=f"write to {log}",
         )
 
     def merge(
@@ -592,11 +638,15 @@ class Lakehouse:
         keys: Sequence[str] | None = None,
         delete_missing: bool = False,
         schema_evolution: bool = False,
+        update_if: str | None = None,
     ) -> WriteResult:
         """Upsert rows on ``keys`` (default: the table's primary keys).
 
-        Matched rows are updated, new rows inserted; with ``delete_missing`` rows absent
-        from ``data`` are deleted. Duplicate keys in ``data`` are refused.
+        Matched rows are updated (only where the SQL predicate ``update_if`` over ``s``,
+        the source row, and ``t``, the table's row, holds, when given), new rows inserted;
+        with ``delete_missing`` rows absent from ``data`` are deleted. Duplicate keys in
+        ``data`` are refused. A merge that conflicts with a concurrent commit is rerun on
+        the new snapshot; the result's version is the merge's own commit.
         """
         table = self.name(name)
         dt = self.delta(table, write=True)
@@ -617,39 +667,64 @@ class Lakehouse:
             raise SchemaMismatchError(f"merge into {table}: key column(s) {missing} not in data")
         _check_unique(source, keys, table)
         predicate = " AND ".join(f's."{k}" = t."{k}"' for k in keys)
-        merger = (
-            dt.merge(
-                source, predicate, source_alias="s", target_alias="t", merge_schema=schema_evolution
+        write_id = uuid.uuid4().hex
+
+        def execute(attempt: int) -> dict[str, Any]:
+            nonlocal source
+            if attempt > 1:  # lost a race: merge again into the new snapshot
+                dt.update_incremental()
+                source = conform(
+                    source,
+                    pa.schema(dt.schema().to_arrow()),
+                    table=str(table),
+                    allow_new_columns=schema_evolution,
+                )
+            merger = (
+                dt.merge(
+                    source,
+                    predicate,
+                    source_alias="s",
+                    target_alias="t",
+                    merge_schema=schema_evolution,
+                    commit_properties=with_write_id(None, write_id),
+                )
+                .when_matched_update_all(predicate=update_if)
+                .when_not_matched_insert_all()
             )
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-        )
-        if delete_missing:
-            merger = merger.when_not_matched_by_source_delete()
+            if delete_missing:
+                merger = merger.when_not_matched_by_source_delete()
+            return merger.execute()
+
         try:
-            metrics = merger.execute()
+            metrics = retry_conflicts(execute, what=f"merge into {table}")
         except DeltaError as exc:
             raise LakeforgeError(
                 f"merge into {table} failed; the table is unchanged: {exc}"
             ) from None
         result = WriteResult(
             table=table,
-            version=self.delta(table).version(),
+            version=dt.version(),  # the snapshot after our own commit
             operation="merge",
             rows_in=source.num_rows,
             rows_written=int(metrics.get("num_target_rows_inserted", 0))
             + int(metrics.get("num_target_rows_updated", 0)),
             metrics=metrics,
         )
-        self._log_quality(result, None)
+        self._log_quality(result, None, write_id)
         return result
 
     def delete(self, name: str | TableName, predicate: str) -> WriteResult:
         """Delete the rows matching a SQL ``predicate``."""
         table = self.name(name)
         dt = self.delta(table, write=True)
+
+        def delete(attempt: int) -> dict[str, Any]:
+            if attempt > 1:  # lost a race: delete again from the new snapshot
+                dt.update_incremental()
+            return dt.delete(predicate)
+
         try:
-            metrics = dt.delete(predicate)
+            metrics = retry_conflicts(delete, what=f"delete from {table} where {predicate!r}")
         except DeltaError as exc:
             raise LakeforgeError(f"delete from {table} where {predicate!r} failed: {exc}") from None
         return WriteResult(
@@ -683,7 +758,7 @@ class Lakehouse:
             metrics = dt.restore(version if version is not None else _as_datetime(as_of))
         except DeltaError as exc:
             raise LakeforgeError(f"restore of {table} failed: {exc}") from None
-        return WriteResult(table, self.delta(table).version(), "restore", 0, 0, metrics=metrics)
+        return WriteResult(table, dt.version(), "restore", 0, 0, metrics=metrics)
 
     def optimize(
         self,
@@ -735,6 +810,13 @@ def _check_unique(data: pa.Table, keys: list[str], table: TableName) -> None:
             f"merge into {table}: {dupes.num_rows} key(s) appear more than once in the data, "
             f"e.g. {sample}; deduplicate the source first"
         )
+
+
+def _with_columns(
+    names: builtins.list[str], columns: builtins.list[str], needed: frozenset[str]
+) -> builtins.list[str]:
+    """``columns`` plus the table columns a filter references (case-insensitively)."""
+    return [*columns, *(n for n in names if n.lower() in needed and n not in columns)]
 
 
 def _scan_dataset(dt: DeltaTable) -> pads.Dataset:

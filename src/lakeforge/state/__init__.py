@@ -1,5 +1,6 @@
 """The control-plane state store (SQLAlchemy 2 + Alembic; SQLite or PostgreSQL)."""
 
+from lakeforge.state._lease import Heartbeat, Holder, Lease, process_owner
 from lakeforge.state._schema import (
     alias_events,
     approval_requests,
@@ -21,6 +22,9 @@ from lakeforge.state._schema import (
 from lakeforge.state._store import StateStore, as_utc, head_revision, upsert
 
 __all__ = [
+    "Heartbeat",
+    "Holder",
+    "Lease",
     "StateStore",
     "alias_events",
     "approval_requests",
@@ -36,6 +40,7 @@ __all__ = [
     "job_settings",
     "leases",
     "metadata",
+    "process_owner",
     "task_runs",
     "trigger_fires",
     "trigger_state",
