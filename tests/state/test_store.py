@@ -70,3 +70,29 @@ def test_migrations_create_exactly_the_declared_schema(tmp_path: Path) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert [d for d in diff if "lakeforge_alembic_version" not in str(d)] == []
     store.dispose()
+
+
+def _migrate(url: str) -> str | None:
+    store = StateStore(url)
+    store.migrate()
+    revision = store.revision()
+    store.dispose()
+    return revision
+
+
+@pytest.mark.slow
+def test_processes_migrating_a_fresh_store_at_once_all_succeed(store_url: str) -> None:
+    """Several processes opening a new project's state store at the same moment."""
+    import multiprocessing
+
+    for _ in range(3):
+        with multiprocessing.get_context("spawn").Pool(4) as pool:
+            assert pool.map(_migrate, [store_url] * 4) == [head_revision()] * 4
+        if store_url.startswith("sqlite"):
+            for file in Path(store_url.removeprefix("sqlite:///")).parent.glob("state.db*"):
+                file.unlink()
+        else:
+            engine = sa.create_engine(store_url)
+            with engine.begin() as conn:
+                conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+            engine.dispose()

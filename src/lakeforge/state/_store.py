@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, Table, create_engine, event, insert, update
+from sqlalchemy import Connection, Engine, Table, create_engine, event, insert, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
@@ -24,6 +24,7 @@ _MIGRATIONS = Path(__file__).with_name("migrations")
 # (Optuna's RDB storage keeps its schema version in ``alembic_version``).
 VERSION_TABLE = "lakeforge_alembic_version"
 _lock = threading.Lock()
+_MIGRATION_LOCK_KEY = 0x4C414B45  # "LAKE": the advisory lock PostgreSQL migrations hold
 
 
 def _alembic_config() -> Config:
@@ -68,6 +69,7 @@ class StateStore:
         with _lock:
             try:
                 with self.engine.begin() as conn:
+                    _exclude_other_migrations(conn)
                     current = _context(conn).get_current_revision()
                     if current != head_revision():
                         config = _alembic_config()
@@ -101,6 +103,18 @@ def upsert(conn: Connection, table: Table, key: dict[str, Any], values: dict[str
 def as_utc(value: datetime) -> datetime:
     """A datetime read from the state store, in UTC (SQLite returns them naive; all are UTC)."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _exclude_other_migrations(conn: Connection) -> None:
+    """Make a concurrent migration of the same database wait until this transaction ends.
+
+    Without it two processes opening a new store at once both see no schema, and the
+    second fails creating tables the first made.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+    elif conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock before reading
 
 
 def _context(conn: Connection) -> MigrationContext:
