@@ -30,3 +30,10 @@ def test_parse_three_parts_and_default_catalog() -> None:
 def test_bad_names_are_refused(name: str, message: str) -> None:
     with pytest.raises(TableNameError, match=message):
         TableName.parse(name)
+
+
+@pytest.mark.parametrize("name", ["dev.bronze\n.nl", "dev\n.bronze.nl", "dev.bronze\r\n.nl"])
+def test_a_newline_inside_a_name_is_refused(name: str) -> None:
+    """``$`` matches before a trailing newline: parts must match as whole strings."""
+    with pytest.raises(TableNameError, match="is not valid"):
+        TableName.parse(name)

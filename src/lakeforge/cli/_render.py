@@ -37,6 +37,20 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def _flat(data: pa.Table) -> pa.Table:
+    """CSV holds no nested values: lists, structs and maps become JSON text."""
+    columns = []
+    for column in data.columns:
+        if pa.types.is_nested(column.type):
+            values = column.to_pylist(maps_as_pydicts="lossy")
+            column = pa.array(
+                [None if v is None else json.dumps(v, default=_json_default) for v in values],
+                pa.string(),
+            )
+        columns.append(column)
+    return pa.table(columns, names=data.column_names)
+
+
 def rich_table(data: pa.Table, *, title: str | None = None, max_rows: int = 50) -> Table:
     table = Table(title=title, show_lines=False, header_style="bold cyan")
     for name in data.column_names:
@@ -65,10 +79,11 @@ def render(data: pa.Table, fmt: OutputFormat, output: Path | None, *, max_rows: 
         return
     if fmt is OutputFormat.csv:
         buffer = io.BytesIO()
-        pacsv.write_csv(data, buffer)
+        pacsv.write_csv(_flat(data), buffer)
         text = buffer.getvalue().decode()
     else:
-        text = json.dumps(data.to_pylist(), default=_json_default, indent=None) + "\n"
+        rows = data.to_pylist(maps_as_pydicts="lossy")
+        text = json.dumps(rows, default=_json_default, indent=None) + "\n"
     if output is None:
         sys.stdout.write(text)
     else:

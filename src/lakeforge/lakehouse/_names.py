@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from lakeforge.errors import TableNameError
 
-_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
 @dataclass(frozen=True, order=True)
@@ -34,7 +34,7 @@ class TableName:
         for label, part in zip(("catalog", "schema", "table"), parts, strict=True):
             if not part:
                 raise TableNameError(f"table name {name!r} has an empty {label} part")
-            if not _PART.match(part):
+            if not _PART.fullmatch(part):
                 raise TableNameError(
                     f"table name {name!r}: {label} part {part!r} is not valid; use letters, "
                     "digits and '_', starting with a letter or '_'"

@@ -5,29 +5,33 @@ or ``@<yyyyMMddHHmmss[SSS]>`` (a UTC timestamp), as Databricks SQL does::
 
     SELECT carrier, count(*) FROM dev.silver.flights@v3 GROUP BY carrier
 
-Queries are read-only by default. With ``read_only=False`` two write forms are
-accepted and become Delta commits: ``CREATE [OR REPLACE] TABLE cat.schema.t AS <query>``
-and ``INSERT INTO cat.schema.t <query>``.
+Queries are read-only by default: statements are classified with DuckDB's parser and
+only queries (and EXPLAIN [ANALYZE] of a query) run. With ``read_only=False`` two write
+forms are accepted and become Delta commits: ``CREATE [OR REPLACE] TABLE cat.schema.t AS
+<query>`` and ``INSERT INTO cat.schema.t <query>``; a batch of statements commits only
+once every statement has been computed and checked.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as pads
 
 from lakeforge.errors import SqlError
+from lakeforge.lakehouse._arrow import conform
 from lakeforge.lakehouse._names import TableName
 
 if TYPE_CHECKING:
     from lakeforge.lakehouse._tables import Lakehouse, WriteMode
 
-_READ_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 _TIMESTAMP = re.compile(r"^\d{8}(\d{6}(\d{3})?)?$")
 
 
@@ -129,19 +133,92 @@ def find_table_refs(query: str, catalogs: list[str]) -> list[TableRef]:
     return refs
 
 
-def query_dataset(
-    dataset: pads.Dataset, *, columns: list[str] | None, where: str, label: str
-) -> pa.Table:
-    """Filter a dataset with a SQL predicate through DuckDB (pushdown into the Arrow scan)."""
-    con = connect()
+_FILTER_ALLOWED = (
+    "a filter is one SQL expression over the table's columns, e.g. "
+    "\"carrier = 'UA' AND distance > 500\"; statements, subqueries and table functions "
+    "are not allowed"
+)
+
+
+@dataclass(frozen=True)
+class RowFilter:
+    """A validated row filter: one SQL expression and the column names it references."""
+
+    expression: duckdb.Expression
+    columns: frozenset[str]
+
+
+def parse_filter(where: str, *, label: str) -> RowFilter:
+    """Parse ``where`` as exactly one SQL expression without subqueries, or raise SqlError."""
     try:
-        con.register("__lf_scan", dataset)
-        select = ", ".join(f'"{c}"' for c in columns) if columns else "*"
-        return con.sql(f"SELECT {select} FROM __lf_scan WHERE {where}").to_arrow_table()
+        expression = duckdb.SQLExpression(where)
     except duckdb.Error as exc:
-        raise SqlError(f"filter {where!r} on {label}: {_first_line(exc)}") from None
+        raise SqlError(
+            f"filter {where!r} on {label} is not one SQL expression ({_first_line(exc)}): "
+            + _FILTER_ALLOWED
+        ) from None
+    con = _locked(connect())
+    try:
+        serialized = con.execute("SELECT json_serialize_sql(?)", [f"SELECT 1 WHERE {where}"])
+        row = serialized.fetchone()
     finally:
         con.close()
+    tree: dict[str, Any] = json.loads(row[0]) if row else {"error": True}
+    statements: list[dict[str, Any]] = tree.get("statements", [])
+    if tree.get("error") or len(statements) != 1:
+        raise SqlError(f"filter {where!r} on {label} is not one SQL expression: {_FILTER_ALLOWED}")
+    nodes = list(_json_nodes(statements[0]["node"]["where_clause"]))
+    if any(node.get("class") == "SUBQUERY" for node in nodes):
+        raise SqlError(f"filter {where!r} on {label} has subqueries: {_FILTER_ALLOWED}")
+    columns = frozenset(
+        node["column_names"][-1].lower() for node in nodes if node.get("class") == "COLUMN_REF"
+    )
+    return RowFilter(expression, columns)
+
+
+def _json_nodes(value: Any) -> Iterator[dict[str, Any]]:
+    """Every object in a parsed JSON tree."""
+    if isinstance(value, dict):
+        yield value
+        for child in value.values():
+            yield from _json_nodes(child)
+    elif isinstance(value, list):
+        for child in value:
+            yield from _json_nodes(child)
+
+
+def query_dataset(
+    source: pads.Dataset | pa.RecordBatchReader,
+    *,
+    columns: list[str] | None,
+    where: str,
+    label: str,
+) -> pa.Table:
+    """Rows of ``source`` where the SQL expression ``where`` holds (see :func:`parse_filter`).
+
+    DuckDB evaluates the filter on a connection without any file access: ``source``
+    is an Arrow dataset or stream, so nothing else is reachable from the expression.
+    """
+    row_filter = parse_filter(where, label=label)
+    con = _locked(connect())
+    try:
+        relation = con.from_arrow(source).filter(row_filter.expression)
+        if columns:
+            relation = relation.select(*(duckdb.ColumnExpression(c) for c in columns))
+        return relation.to_arrow_table()
+    except duckdb.Error as exc:
+        raise SqlError(
+            f"filter {where!r} on {label}: {_first_line(exc)} ({_FILTER_ALLOWED})"
+        ) from None
+    finally:
+        con.close()
+
+
+def _locked(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """Turn file access off (except paths already allowed) and freeze the settings."""
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
 
 
 _WRITE_HEAD = re.compile(
@@ -149,10 +226,53 @@ _WRITE_HEAD = re.compile(
     re.IGNORECASE,
 )
 _WRITE_TARGET = re.compile(r"__lf_w(\d+)")
+_READ_ONLY_HINT = (
+    "SQL is read-only by default: only queries (SELECT, and EXPLAIN of a SELECT) run; pass "
+    "--write / read_only=False for CREATE [OR REPLACE] TABLE ... AS and INSERT INTO"
+)
+_WRITE_FORMS = (
+    "only CREATE [OR REPLACE] TABLE catalog.schema.table AS <query> and "
+    "INSERT INTO catalog.schema.table <query> can write to the lakehouse"
+)
+
+
+@dataclass(frozen=True)
+class _Query:
+    """A query to run; ``explain`` is the EXPLAIN prefix when the statement explains it."""
+
+    text: str
+    explain: str = ""
+
+
+@dataclass(frozen=True)
+class _Write:
+    """A CREATE TABLE AS or INSERT INTO whose data comes from the query ``body``."""
+
+    target: TableName
+    create: bool
+    replace: bool
+    body: str
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A write whose data is computed and checked, ready to commit."""
+
+    target: TableName
+    data: pa.Table
+    mode: WriteMode
+    exists: bool
 
 
 class SqlSession:
-    """Runs SQL for one target; registers each referenced table as an Arrow dataset."""
+    """Runs SQL for one target; registers each referenced table as a DuckDB view.
+
+    Every statement is classified with DuckDB's parser before anything runs, and the
+    executor only ever submits one ``SELECT * FROM (<query>)`` (or an EXPLAIN of one),
+    which DuckDB's grammar cannot turn into COPY, ATTACH, SET or any other write.
+    With ``read_only=False`` every statement is computed and checked before the first
+    write commits, so a batch that fails leaves every table as it was.
+    """
 
     def __init__(self, lakehouse: Lakehouse) -> None:
         self.lakehouse = lakehouse
@@ -194,25 +314,28 @@ class SqlSession:
             raise SqlError(f"SQL does not parse: {_first_line(exc)}") from None
         if not statements:
             raise SqlError("no SQL statement found")
-        for statement in statements:
-            if read_only and statement.type not in _READ_TYPES:
-                raise SqlError(
-                    f"{statement.type.name} statements are not allowed: SQL is read-only by "
-                    "default (pass --write / read_only=False for CREATE TABLE AS and INSERT INTO)"
-                )
+        plan = [_classify(s, targets, read_only=read_only) for s in statements]
+        written = [step.target for step in plan if isinstance(step, _Write)]
+        twice = sorted({str(t) for t in written if written.count(t) > 1})
+        if twice:
+            raise SqlError(
+                f"{', '.join(twice)} is written by more than one statement: run each write "
+                "as its own call"
+            )
         con = connect()
         try:
             self._register(con, scans)
-            result: pa.Table | None = None
-            for statement in statements:
-                if statement.type in _READ_TYPES:
-                    result = self._select(con, statement.query)
-                else:
-                    result = self._write(con, statement.query, targets)
-            assert result is not None
-            return result
+            results: list[pa.Table | _Prepared] = [
+                self._prepare(con, step) if isinstance(step, _Write) else self._query(con, step)
+                for step in plan
+            ]
         finally:
             con.close()
+        last: pa.Table | None = None
+        for result in results:
+            last = self._commit(result) if isinstance(result, _Prepared) else result
+        assert last is not None
+        return last
 
     def _register(self, con: duckdb.DuckDBPyConnection, scans: dict[str, TableRef]) -> None:
         """Expose each referenced snapshot to DuckDB as a view, then lock file access down."""
@@ -223,9 +346,23 @@ class SqlSession:
             )
         if allowed:
             con.execute(f"SET allowed_paths = {_string_list(allowed)}")
-        con.execute("SET enable_external_access = false")
+        _locked(con)
+
+    def _query(self, con: duckdb.DuckDBPyConnection, query: _Query) -> pa.Table:
+        if not query.explain:
+            return self._select(con, query.text)
+        wrapped = _wrapped_query(query.text)
+        text = f"{query.explain}\n{wrapped}"
+        parsed = duckdb.extract_statements(text)
+        if len(parsed) != 1 or parsed[0].type != duckdb.StatementType.EXPLAIN:
+            raise SqlError(f"EXPLAIN of {query.text!r} is not allowed: {_READ_ONLY_HINT}")
+        return self._fetch(con, text)
 
     def _select(self, con: duckdb.DuckDBPyConnection, text: str) -> pa.Table:
+        """Run one query, as ``SELECT * FROM (<text>)``: anything but a query fails to parse."""
+        return self._fetch(con, _wrapped_query(text))
+
+    def _fetch(self, con: duckdb.DuckDBPyConnection, text: str) -> pa.Table:
         try:
             return con.sql(text).to_arrow_table()
         except duckdb.Error as exc:
@@ -234,34 +371,33 @@ class SqlSession:
                 message += f" (lakehouse catalogs: {', '.join(self.lakehouse.project.catalogs)})"
             raise SqlError(f"SQL failed: {message}") from None
 
-    def _write(
-        self, con: duckdb.DuckDBPyConnection, text: str, targets: list[TableName]
-    ) -> pa.Table:
-        match = _WRITE_TARGET.search(text)
-        head = _WRITE_HEAD.search(text[: match.start()]) if match else None
-        if match is None or head is None:
-            raise SqlError(
-                "only CREATE [OR REPLACE] TABLE catalog.schema.table AS <query> and "
-                "INSERT INTO catalog.schema.table <query> can write to the lakehouse"
-            )
-        target = targets[int(match.group(1))]
-        body = text[match.end() :].lstrip()
-        if head.group("create"):
-            if body[:2].upper() != "AS":
-                raise SqlError(f"CREATE TABLE {target} needs AS <query>")
-            body = body[2:].lstrip()
-            if not head.group("replace") and self.lakehouse.exists(target):
-                raise SqlError(f"table {target} already exists (use CREATE OR REPLACE TABLE)")
-        data = self._select(con, body)
+    def _prepare(self, con: duckdb.DuckDBPyConnection, write: _Write) -> _Prepared:
+        """Compute a write's data and check it against the target, committing nothing."""
+        target = write.target
+        self.lakehouse.owner_of(target, write=True)
         exists = self.lakehouse.exists(target)
-        if head.group("insert"):
-            data = self._positional(target, data)
-        mode: WriteMode = "append" if head.group("insert") else "overwrite"
-        written = self.lakehouse.write(
+        if write.create and not write.replace and exists:
+            raise SqlError(f"table {target} already exists (use CREATE OR REPLACE TABLE)")
+        data = self._select(con, write.body)
+        if write.create:
+            return _Prepared(target, data, "overwrite", exists)
+        schema = self.lakehouse.schema(target)
+        data = _positional(target, data, schema.names)
+        return _Prepared(
             target,
-            data,
-            mode=mode,
-            schema_evolution="overwrite" if mode == "overwrite" and exists else None,
+            conform(data, schema, table=str(target), allow_new_columns=False),
+            "append",
+            exists,
+        )
+
+    def _commit(self, prepared: _Prepared) -> pa.Table:
+        written = self.lakehouse.write(
+            prepared.target,
+            prepared.data,
+            mode=prepared.mode,
+            schema_evolution="overwrite"
+            if prepared.mode == "overwrite" and prepared.exists
+            else None,
         )
         return pa.table(
             {
@@ -271,15 +407,82 @@ class SqlSession:
             }
         )
 
-    def _positional(self, target: TableName, data: pa.Table) -> pa.Table:
-        """INSERT INTO matches columns by position, as SQL does."""
-        columns = self.lakehouse.schema(target).names
-        if data.num_columns > len(columns):
+
+def _classify(
+    statement: duckdb.Statement, targets: list[TableName], *, read_only: bool
+) -> _Query | _Write:
+    """What one parsed statement may do: a query, an EXPLAIN of a query, or a lakehouse write."""
+    kind = statement.type
+    if kind == duckdb.StatementType.SELECT:
+        return _Query(statement.query)
+    if kind == duckdb.StatementType.EXPLAIN:
+        prefix, inner = _split_explain(statement.query)
+        try:
+            parsed = duckdb.extract_statements(inner)
+        except duckdb.Error as exc:
+            raise SqlError(f"SQL does not parse: {_first_line(exc)}") from None
+        if len(parsed) != 1 or parsed[0].type != duckdb.StatementType.SELECT:
+            inner_kind = parsed[0].type.name if len(parsed) == 1 else "multi-statement"
             raise SqlError(
-                f"INSERT INTO {target}: the query returns {data.num_columns} columns, the table "
-                f"has {len(columns)} ({', '.join(columns)})"
+                f"EXPLAIN of a {inner_kind} statement is not allowed: only queries "
+                "(SELECT ...) can be explained"
             )
-        return data.rename_columns(columns[: data.num_columns])
+        return _Query(parsed[0].query, explain=prefix)
+    if read_only or kind not in (duckdb.StatementType.CREATE, duckdb.StatementType.INSERT):
+        allowed = _READ_ONLY_HINT if read_only else _WRITE_FORMS
+        raise SqlError(f"{kind.name} statements are not allowed: {allowed}")
+    text = statement.query
+    match = _WRITE_TARGET.search(text)
+    head = _WRITE_HEAD.search(text[: match.start()]) if match else None
+    if match is None or head is None:
+        raise SqlError(_WRITE_FORMS)
+    target = targets[int(match.group(1))]
+    body = text[match.end() :].lstrip()
+    if head.group("create"):
+        if body[:2].upper() != "AS":
+            raise SqlError(f"CREATE TABLE {target} needs AS <query>")
+        body = body[2:].lstrip()
+    return _Write(target, bool(head.group("create")), bool(head.group("replace")), body)
+
+
+def _split_explain(text: str) -> tuple[str, str]:
+    """``EXPLAIN [ANALYZE | (options)] <statement>`` as (prefix, statement)."""
+    tokens = [t for t in _tokens(text) if t.kind != duckdb.token_type.comment]
+    end = 1
+    if len(tokens) > 1 and tokens[1].text.upper() in ("ANALYZE", "ANALYSE"):
+        end = 2
+    elif len(tokens) > 1 and tokens[1].text == "(":
+        depth = 0
+        for index, token in enumerate(tokens[1:], start=1):
+            depth += {"(": 1, ")": -1}.get(token.text, 0)
+            if depth == 0:
+                end = index + 1
+                break
+    if end >= len(tokens):
+        raise SqlError(f"EXPLAIN needs a query to explain: {text.strip()!r}")
+    return text[: tokens[end - 1].end], text[tokens[end].start :]
+
+
+def _wrapped_query(text: str) -> str:
+    """``SELECT * FROM (<text>)``, checked to be exactly one SELECT statement."""
+    wrapped = f"SELECT * FROM (\n{text.strip().rstrip(';')}\n)"
+    try:
+        parsed = duckdb.extract_statements(wrapped)
+    except duckdb.Error as exc:
+        raise SqlError(f"not a query ({_first_line(exc)}): {_READ_ONLY_HINT}") from None
+    if len(parsed) != 1 or parsed[0].type != duckdb.StatementType.SELECT:
+        raise SqlError(f"not one query: {_READ_ONLY_HINT}")
+    return wrapped
+
+
+def _positional(target: TableName, data: pa.Table, columns: list[str]) -> pa.Table:
+    """INSERT INTO matches columns by position, as SQL does."""
+    if data.num_columns > len(columns):
+        raise SqlError(
+            f"INSERT INTO {target}: the query returns {data.num_columns} columns, the table "
+            f"has {len(columns)} ({', '.join(columns)})"
+        )
+    return data.rename_columns(columns[: data.num_columns])
 
 
 def register_snapshot(

@@ -42,7 +42,7 @@ class EntitySpec(_Strict):
     def _one_ref(self) -> EntitySpec:
         if (self.alias is None) == (self.version is None):
             raise ValueError(f"{self.model}: give exactly one of alias or version")
-        if self.name is not None and not _ENTITY.match(self.name):
+        if self.name is not None and not _ENTITY.fullmatch(self.name):
             raise ValueError(f"served entity name {self.name!r}: use letters, digits, _ . -")
         return self
 
@@ -76,7 +76,7 @@ class AuthSpec(_Strict):
     @classmethod
     def _digests(cls, value: list[str]) -> list[str]:
         for digest in value:
-            if not _SHA256.match(digest):
+            if not _SHA256.fullmatch(digest):
                 raise ValueError(
                     f"{digest[:12]!r}... is not a SHA-256 hex digest "
                     "(store hashes, never tokens: `lakeforge endpoints token`)"

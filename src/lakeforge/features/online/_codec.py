@@ -33,7 +33,7 @@ class UnknownFeatureError(OnlineStoreError):
 
 def check_name(kind: str, name: str) -> str:
     """Return ``name`` if it is a valid table or namespace name, else raise."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise OnlineStoreError(
             f"invalid online {kind} name {name!r}",
             hint="use letters, digits, '_', '.' or '-' (no ':' or spaces)",
