@@ -178,3 +178,21 @@ def vacuum(
         files = workspace(ctx).tables.vacuum(name, retention_hours=retention_hours, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     console.print(f"{verb} {len(files)} files")
+
+
+@app.command()
+def drop(
+    ctx: typer.Context,
+    name: NameArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a table with its data and history (there is no undo)."""
+    tables = workspace(ctx).tables
+    table = tables.name(name)
+    tables.owner_of(table, write=True)
+    if not tables.exists(table):
+        tables.drop(table)  # raises the not-found error with suggestions
+    if not yes and not typer.confirm(f"drop {table} with all its data and history?"):
+        raise typer.Exit(1)
+    tables.drop(table)
+    console.print(f"dropped {table}")

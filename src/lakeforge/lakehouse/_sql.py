@@ -222,17 +222,19 @@ def _locked(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
 
 
 _WRITE_HEAD = re.compile(
-    r"(?:(?P<create>CREATE\s+(?P<replace>OR\s+REPLACE\s+)?TABLE)|(?P<insert>INSERT\s+INTO))\s+$",
+    r"(?:(?P<create>CREATE\s+(?P<replace>OR\s+REPLACE\s+)?TABLE)|(?P<insert>INSERT\s+INTO)"
+    r"|(?P<drop>DROP\s+TABLE(?P<if_exists>\s+IF\s+EXISTS)?))\s+$",
     re.IGNORECASE,
 )
 _WRITE_TARGET = re.compile(r"__lf_w(\d+)")
 _READ_ONLY_HINT = (
     "SQL is read-only by default: only queries (SELECT, and EXPLAIN of a SELECT) run; pass "
-    "--write / read_only=False for CREATE [OR REPLACE] TABLE ... AS and INSERT INTO"
+    "--write / read_only=False for CREATE [OR REPLACE] TABLE ... AS, INSERT INTO and DROP TABLE"
 )
 _WRITE_FORMS = (
-    "only CREATE [OR REPLACE] TABLE catalog.schema.table AS <query> and "
-    "INSERT INTO catalog.schema.table <query> can write to the lakehouse"
+    "only CREATE [OR REPLACE] TABLE catalog.schema.table AS <query>, "
+    "INSERT INTO catalog.schema.table <query> and DROP TABLE [IF EXISTS] catalog.schema.table "
+    "can write to the lakehouse"
 )
 
 
@@ -252,6 +254,14 @@ class _Write:
     create: bool
     replace: bool
     body: str
+
+
+@dataclass(frozen=True)
+class _Drop:
+    """A DROP TABLE of a lakehouse table."""
+
+    target: TableName
+    if_exists: bool
 
 
 @dataclass(frozen=True)
@@ -315,7 +325,7 @@ class SqlSession:
         if not statements:
             raise SqlError("no SQL statement found")
         plan = [_classify(s, targets, read_only=read_only) for s in statements]
-        written = [step.target for step in plan if isinstance(step, _Write)]
+        written = [step.target for step in plan if isinstance(step, _Write | _Drop)]
         twice = sorted({str(t) for t in written if written.count(t) > 1})
         if twice:
             raise SqlError(
@@ -325,15 +335,24 @@ class SqlSession:
         con = connect()
         try:
             self._register(con, scans)
-            results: list[pa.Table | _Prepared] = [
-                self._prepare(con, step) if isinstance(step, _Write) else self._query(con, step)
+            results: list[pa.Table | _Prepared | _Drop] = [
+                self._prepare(con, step)
+                if isinstance(step, _Write)
+                else self._check_drop(step)
+                if isinstance(step, _Drop)
+                else self._query(con, step)
                 for step in plan
             ]
         finally:
             con.close()
         last: pa.Table | None = None
         for result in results:
-            last = self._commit(result) if isinstance(result, _Prepared) else result
+            if isinstance(result, _Prepared):
+                last = self._commit(result)
+            elif isinstance(result, _Drop):
+                last = self._drop(result)
+            else:
+                last = result
         assert last is not None
         return last
 
@@ -390,6 +409,19 @@ class SqlSession:
             exists,
         )
 
+    def _check_drop(self, drop: _Drop) -> _Drop:
+        """Check a DROP TABLE may run (the target's own table, existing unless IF EXISTS)."""
+        self.lakehouse.owner_of(drop.target, write=True)
+        if not drop.if_exists and not self.lakehouse.exists(drop.target):
+            raise SqlError(f"DROP TABLE {drop.target}: the table does not exist (use IF EXISTS)")
+        return drop
+
+    def _drop(self, drop: _Drop) -> pa.Table:
+        existed = self.lakehouse.exists(drop.target)
+        if existed:
+            self.lakehouse.drop(drop.target)
+        return pa.table({"table": [str(drop.target)], "dropped": [existed]})
+
     def _commit(self, prepared: _Prepared) -> pa.Table:
         written = self.lakehouse.write(
             prepared.target,
@@ -410,7 +442,7 @@ class SqlSession:
 
 def _classify(
     statement: duckdb.Statement, targets: list[TableName], *, read_only: bool
-) -> _Query | _Write:
+) -> _Query | _Write | _Drop:
     """What one parsed statement may do: a query, an EXPLAIN of a query, or a lakehouse write."""
     kind = statement.type
     if kind == duckdb.StatementType.SELECT:
@@ -428,7 +460,8 @@ def _classify(
                 "(SELECT ...) can be explained"
             )
         return _Query(parsed[0].query, explain=prefix)
-    if read_only or kind not in (duckdb.StatementType.CREATE, duckdb.StatementType.INSERT):
+    writes = (duckdb.StatementType.CREATE, duckdb.StatementType.INSERT, duckdb.StatementType.DROP)
+    if read_only or kind not in writes:
         allowed = _READ_ONLY_HINT if read_only else _WRITE_FORMS
         raise SqlError(f"{kind.name} statements are not allowed: {allowed}")
     text = statement.query
@@ -437,6 +470,10 @@ def _classify(
     if match is None or head is None:
         raise SqlError(_WRITE_FORMS)
     target = targets[int(match.group(1))]
+    if head.group("drop"):
+        if text[match.end() :].strip().rstrip(";").strip():
+            raise SqlError(f"DROP TABLE {target}: nothing may follow the table name")
+        return _Drop(target, bool(head.group("if_exists")))
     body = text[match.end() :].lstrip()
     if head.group("create"):
         if body[:2].upper() != "AS":

@@ -792,6 +792,15 @@ class Lakehouse:
         except DeltaError as exc:
             raise LakeforgeError(f"vacuum of {self.name(name)} refused: {exc}") from None
 
+    def drop(self, name: str | TableName) -> None:
+        """Delete a table of this target with its data and history (there is no undo)."""
+        table = self.name(name)
+        self.owner_of(table, write=True)
+        if not self.exists(table):
+            raise self._not_found(table)
+        fs, path = pafs.FileSystem.from_uri(self.location(table))
+        fs.delete_dir(path)
+
     def changes(
         self, name: str | TableName, *, starting_version: int = 0, ending_version: int | None = None
     ) -> pa.Table:
