@@ -37,3 +37,14 @@ def test_a_newline_inside_a_name_is_refused(name: str) -> None:
     """``$`` matches before a trailing newline: parts must match as whole strings."""
     with pytest.raises(TableNameError, match="is not valid"):
         TableName.parse(name)
+
+
+def test_model_names_are_worded_as_models() -> None:
+    with pytest.raises(
+        TableNameError,
+        match=r"model name 'species' must have three parts, "
+        r"catalog.schema.model, or schema.model in the current target "
+        r"\(e.g. dev.ml.flight_delay\)",
+    ):
+        TableName.parse("species", default_catalog="dev", kind="model")
+    assert str(TableName.parse("ml.delay", default_catalog="dev", kind="model")) == "dev.ml.delay"

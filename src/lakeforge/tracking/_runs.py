@@ -252,7 +252,7 @@ class Tracker:
 
     def model_name(self, name: str) -> TableName:
         """Parse a model name; models live in this target's catalog."""
-        model = self.lakehouse.name(name)
+        model = TableName.parse(name, default_catalog=self.target.catalog, kind="model")
         self.lakehouse.owner_of(model, write=True)
         return model
 
