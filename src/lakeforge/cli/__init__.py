@@ -17,6 +17,7 @@ from lakeforge.cli import (
     _deploy,
     _events,
     _features,
+    _ingest,
     _jobs,
     _models,
     _runs,
@@ -26,7 +27,7 @@ from lakeforge.cli import (
 from lakeforge.cli._context import CliState, console, err_console, sigterm_interrupts, state
 from lakeforge.cli._context import workspace as _ctx_workspace
 from lakeforge.errors import LakeforgeError
-from lakeforge.project import init_project
+from lakeforge.project._init import start_git
 
 app = typer.Typer(
     name="lakeforge",
@@ -46,7 +47,7 @@ app.add_typer(_serve.app, name="endpoints")
 app.command("serve")(_serve.serve_command)
 app.command("deploy")(_deploy.deploy_command)
 app.command()(_data.sql)
-app.command()(_data.ingest)
+app.add_typer(_ingest.app, name="ingest")
 
 
 @app.callback()
@@ -80,8 +81,11 @@ def init(
     ] = Path("."),
 ) -> None:
     """Create a new project folder with a lakeforge.yaml."""
-    folder = init_project(name, directory)
+    from lakeforge.project import init_project
+
+    folder = init_project(name, directory, git=False)
     console.print(f"created project {name} in {folder}")
+    console.print(start_git(folder))
     console.print(
         f"next: cd {folder} && lakeforge ingest <folder of CSVs> --into dev.bronze.<table>"
     )

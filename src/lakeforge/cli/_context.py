@@ -10,11 +10,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
-from lakeforge._workspace import Workspace, connect
+if TYPE_CHECKING:
+    from lakeforge._workspace import Workspace
+
 
 # Piped output (scripts, CI logs) gets a wide page instead of Rich's 80-column default.
 _PIPE_WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160"))
@@ -32,6 +35,8 @@ class CliState:
 
     def workspace(self) -> Workspace:
         if self._workspace is None:
+            from lakeforge._workspace import connect
+
             self._workspace = connect(self.target, project_dir=self.project_dir)
         return self._workspace
 

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from lakeforge.bundle import apply, plan, render, summary
 from lakeforge.cli._context import console, workspace
 
 _STYLES = {"+": "green", "~": "yellow", "-": "red", "!": "magenta"}
@@ -22,6 +21,8 @@ def deploy_command(
     ws = workspace(ctx)
     mode = "development" if ws.target.development else "production"
     console.print(f"deploying {ws.project.name} to target {ws.target.name} ({mode} mode)")
+    from lakeforge.bundle import apply, plan, render, summary
+
     planned = plan(ws)
     for line in render(planned, with_summary=False):
         # Plain text: deployed names such as "[dev alice] job" are not Rich markup.

@@ -9,15 +9,15 @@ from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 from rich.table import Table
 
 from lakeforge.cli._context import console
 from lakeforge.errors import LakeforgeError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 class OutputFormat(StrEnum):
@@ -39,6 +39,8 @@ def _json_default(value: Any) -> Any:
 
 def _flat(data: pa.Table) -> pa.Table:
     """CSV holds no nested values: lists, structs and maps become JSON text."""
+    import pyarrow as pa
+
     columns = []
     for column in data.columns:
         if pa.types.is_nested(column.type):
@@ -67,6 +69,8 @@ def render(data: pa.Table, fmt: OutputFormat, output: Path | None, *, max_rows: 
     if fmt is OutputFormat.parquet:
         if output is None:
             raise LakeforgeError("--format parquet needs an output file: pass -o FILE")
+        import pyarrow.parquet as pq
+
         pq.write_table(data, output)
         console.print(f"wrote {data.num_rows} rows to {output}")
         return
@@ -78,6 +82,8 @@ def render(data: pa.Table, fmt: OutputFormat, output: Path | None, *, max_rows: 
         console.print(rich_table(data, max_rows=max_rows))
         return
     if fmt is OutputFormat.csv:
+        import pyarrow.csv as pacsv
+
         buffer = io.BytesIO()
         pacsv.write_csv(_flat(data), buffer)
         text = buffer.getvalue().decode()

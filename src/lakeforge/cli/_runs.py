@@ -9,7 +9,6 @@ import typer
 from rich.table import Table
 
 from lakeforge.cli._context import console, workspace
-from lakeforge.tracking import get_run, list_runs
 
 app = typer.Typer(help="Tracked runs of the project on the target.", no_args_is_help=True)
 
@@ -25,6 +24,8 @@ def list_command(
     limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 20,
 ) -> None:
     """The newest runs of the project's experiments on the target."""
+    from lakeforge.tracking import list_runs
+
     ws = workspace(ctx)
     runs = list_runs(ws.project, ws.target, pipeline=pipeline, limit=limit)
     if not runs:
@@ -57,6 +58,8 @@ def list_command(
 @app.command()
 def show(ctx: typer.Context, run_id: RunIdArg) -> None:
     """One run: its lineage (commit, table versions read), parameters and metrics."""
+    from lakeforge.tracking import get_run
+
     ws = workspace(ctx)
     run = get_run(ws.project, ws.target, run_id)
     console.print(
@@ -81,6 +84,8 @@ def compare(
     """Parameters and metrics of several runs side by side; rows that differ are marked."""
     if len(run_ids) < 2:
         raise typer.BadParameter("give at least two run ids", param_hint="RUN_IDS")
+    from lakeforge.tracking import get_run
+
     ws = workspace(ctx)
     runs = [get_run(ws.project, ws.target, run_id) for run_id in run_ids]
     table = Table("", "name", *(run.run_id[:12] for run in runs), header_style="bold cyan")

@@ -10,7 +10,6 @@ from rich.table import Table
 
 from lakeforge.cli._context import console, workspace
 from lakeforge.cli._render import rich_table
-from lakeforge.lakehouse import parse_columns
 
 app = typer.Typer(help="Create, inspect and maintain lakehouse tables.", no_args_is_help=True)
 
@@ -48,6 +47,8 @@ def create(
     ] = False,
 ) -> None:
     """Create an empty table."""
+    from lakeforge.lakehouse import parse_columns
+
     info = workspace(ctx).tables.create(
         name,
         parse_columns(schema),
