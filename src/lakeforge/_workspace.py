@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from lakeforge.events import Outbox
-from lakeforge.lakehouse import Ingestor, IngestReport, Lakehouse, SqlSession
-from lakeforge.lakehouse._ingest import FileFormat, ProgressCallback
+from lakeforge.lakehouse import Ingestor, IngestReport, IngestStatus, Lakehouse, SqlSession
+from lakeforge.lakehouse._ingest import ProgressCallback
+from lakeforge.lakehouse._ingest_files import FileFormat
 from lakeforge.project import Project, Target
 from lakeforge.registry import Registry
 from lakeforge.state import StateStore
@@ -144,6 +145,18 @@ class Workspace:
         return Ingestor(self.tables, self.state).run(
             source, into, format=format, evolve_schema=evolve_schema, progress=progress, **options
         )
+
+    def ingest_status(self, table: str) -> IngestStatus:
+        """The ingest checkpoint of ``table``: files loaded, failed, changed after loading."""
+        return Ingestor(self.tables, self.state).status(table)
+
+    def ingest_retry(self, table: str, **options: Any) -> IngestReport:
+        """Load again the files that failed to ingest into ``table``; see :meth:`Ingestor.retry`."""
+        return Ingestor(self.tables, self.state).retry(table, **options)
+
+    def ingest_forget(self, table: str, paths: list[str], **options: Any) -> list[str]:
+        """Remove files from the ingest checkpoint of ``table`` so that they load again."""
+        return Ingestor(self.tables, self.state).forget(table, paths, **options)
 
     def close(self) -> None:
         if "state" in self.__dict__:

@@ -42,6 +42,10 @@ def _problem(root: Any, words: list[str], *, code: bool) -> str | None:
             continue
         if hasattr(command, "commands"):  # a group (Typer vendors its own click)
             sub = command.commands.get(word)
+            default = getattr(command, "default_command", None)  # `lakeforge ingest SOURCE`
+            if sub is None and default is not None:
+                command, path = command.commands[default], [*path, default]
+                continue
             if sub is None:
                 if not path and (not code or not re.fullmatch(r"[a-z][a-z-]*", word)):
                     return None  # not a command mention (e.g. "lakeforge 0.1")

@@ -26,7 +26,9 @@ def test_warn_drop_and_quality_log_on_real_flights(ws: Workspace, flights: pa.Ta
     quarantine = ws.tables.read("dev.silver.flights_quarantine")
     assert quarantine.num_rows == no_arrival
     failed = quarantine.column("_failed_rules").to_pylist()
-    assert ["flew", "arrived"] in failed and ["arrived"] in failed or cancelled == no_arrival
+    # a row names every rule it broke, warn rules included (NULL breaks short_delay too)
+    assert ["short_delay", "flew", "arrived"] in failed
+    assert ["short_delay", "arrived"] in failed or cancelled == no_arrival
     log = ws.sql("""SELECT rule, action, rows_in, rows_failed, rows_written, rows_dropped, table_version
                     FROM dev.system.quality_log ORDER BY rule""").to_pylist()
     assert [(r["rule"], r["action"]) for r in log] == [
@@ -100,3 +102,22 @@ def test_every_write_is_logged_even_without_rules(ws: Workspace) -> None:
     ws.tables.write("dev.s.t", pa.table({"x": [1, 2]}))
     log = ws.sql("SELECT rule, rows_in, rows_written FROM dev.system.quality_log").to_pylist()
     assert log == [{"rule": None, "rows_in": 2, "rows_written": 2}]
+
+
+def test_quarantined_rows_name_every_rule_they_broke(ws: Workspace) -> None:
+    rules = [
+        expect("positive", "x > 0"),
+        expect_or_drop("present", "x IS NOT NULL"),
+        expect_or_drop("small", "x < 10"),
+    ]
+    result = ws.tables.write("dev.s.t", pa.table({"x": [1, None, 20, -5]}), expectations=rules)
+    assert result.rows_written == 2 and result.rule_failures == {
+        "positive": 2,
+        "present": 1,
+        "small": 2,
+    }
+    quarantine = ws.tables.read("dev.s.t_quarantine").select(["x", "_failed_rules"])
+    assert sorted(quarantine.to_pylist(), key=lambda r: r["x"] or 0) == [
+        {"x": None, "_failed_rules": ["positive", "present", "small"]},
+        {"x": 20, "_failed_rules": ["small"]},
+    ]

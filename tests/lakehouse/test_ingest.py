@@ -20,7 +20,7 @@ import pytest
 import lakeforge
 from lakeforge import Workspace
 from lakeforge.errors import IngestError, PermissionDeniedError
-from lakeforge.lakehouse import Ingestor, Lakehouse
+from lakeforge.lakehouse import Ingestor, IngestProgress, Lakehouse
 
 TABLE = "dev.bronze.flights"
 
@@ -106,11 +106,11 @@ def test_corrupt_csv_is_recorded_failed_and_never_half_loaded(
         rows[str(corrupt)]["status"] == "failed"
         and "Expected 19 columns" in rows[str(corrupt)]["error"]
     )
-    # unchanged, the failed file is not retried; once repaired it loads
-    assert ws.ingest(landing, TABLE).failed == {}
+    # a failed file is not ingested: every run tries it again, and reports it while it fails
+    again = ws.ingest(landing, TABLE)
+    assert list(again.failed) == [str(corrupt)] and again.skipped == 1 and again.rows == 0
     part = flights.filter(pc.equal(flights.column("day"), 2))
     pacsv.write_csv(part, corrupt)
-    os.utime(corrupt, ns=(1, 10**18))
     repaired = ws.ingest(landing, TABLE)
     assert repaired.loaded == [str(corrupt)] and count(ws) == flights.num_rows
 
@@ -139,7 +139,6 @@ def test_new_columns_need_the_opt_in(ws: Workspace, tmp_path: Path) -> None:
     (landing / "b.csv").write_text("id,x,y\n2,b,7\n")
     report = ws.ingest(landing, TABLE)
     assert "new column(s) y" in report.failed[str(landing / "b.csv")]
-    os.utime(landing / "b.csv", ns=(1, 10**18))
     evolved = ws.ingest(landing, TABLE, evolve_schema=True)
     assert evolved.rows == 1
     assert ws.sql(f"SELECT id, y FROM {TABLE} ORDER BY id").to_pylist() == [
@@ -227,9 +226,10 @@ def test_bad_sources_and_targets(ws: Workspace, tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     with pytest.raises(PermissionDeniedError):
         ws.ingest(tmp_path / "in", "prod.bronze.flights")
-    (tmp_path / "in" / "_SUCCESS").write_text("")
-    (tmp_path / "in" / "notes.txt").write_text("ignored")
-    assert ws.ingest(tmp_path / "in", TABLE).loaded == []
+    (tmp_path / "in" / "_SUCCESS").write_text("")  # a marker: ignored
+    (tmp_path / "in" / "notes.txt").write_text("not data")
+    report = ws.ingest(tmp_path / "in", TABLE)
+    assert report.loaded == [] and list(report.unsupported) == [str(tmp_path / "in" / "notes.txt")]
 
 
 @pytest.mark.postgres
@@ -285,3 +285,110 @@ def test_kill_9_mid_ingest_then_rerun_loads_every_file_exactly_once(
             for d in range(1, 32)
         }
         assert {row["f"]: row["n"] for row in per_file} == expected
+
+
+def test_wrong_format_then_right_format_loads_every_failed_file(
+    ws: Workspace, flights: pa.Table, tmp_path: Path
+) -> None:
+    landing = tmp_path / "in"
+    days = [str(land(flights, landing, day)) for day in (1, 2)]
+    photo = landing / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0")
+    wrong = ws.ingest(landing, TABLE, format="parquet")
+    assert sorted(wrong.failed) == [*days, str(photo)] and wrong.loaded == []
+    assert not ws.tables.exists(TABLE)
+    right = ws.ingest(landing, TABLE)
+    assert sorted(right.loaded) == days and right.failed == {} and right.skipped == 0
+    assert list(right.unsupported) == [str(photo)]
+    assert count(ws) == flights.num_rows
+    # the photo failed only under the forced format: it is no longer left failed
+    rows = Ingestor(ws.tables, ws.state).checkpoint(TABLE)
+    assert sorted((r["path"], r["status"]) for r in rows) == [(d, "loaded") for d in days]
+    assert ws.ingest(landing, TABLE).skipped == 2
+
+
+def test_retry_loads_failed_files_from_their_recorded_paths(
+    ws: Workspace, flights: pa.Table, tmp_path: Path
+) -> None:
+    landing = tmp_path / "in"
+    land(flights, landing, 1)
+    bad = landing / "flights_02.csv"
+    bad.write_text(",".join(flights.column_names) + "\n2013,1,2,517\n")
+    gone = landing / "flights_03.csv"
+    gone.write_text("a,b\n1,2,3\n")
+    assert sorted(ws.ingest(landing, TABLE).failed) == [str(bad), str(gone)]
+    pacsv.write_csv(flights.filter(pc.equal(flights.column("day"), 2)), bad)
+    gone.unlink()
+    retried = ws.ingest_retry(TABLE)  # no source needed: the paths are in the checkpoint
+    assert retried.loaded == [str(bad)] and count(ws) == flights.num_rows
+    assert list(retried.failed) == [str(gone)] and "no longer exists" in retried.failed[str(gone)]
+    assert ws.ingest_forget(TABLE, [str(gone)]) == [str(gone)]
+    assert ws.ingest_status(TABLE).failed == []
+    assert ws.ingest_retry(TABLE).loaded == []
+
+
+def test_forget_makes_files_load_again_and_refuses_unknown_paths(
+    ws: Workspace, flights: pa.Table, tmp_path: Path
+) -> None:
+    landing = tmp_path / "in"
+    path = land(flights, landing, 1)
+    ws.ingest(landing, TABLE)
+    nope = str(tmp_path / "nope.csv")
+    with pytest.raises(IngestError, match=f"ingest checkpoint of {TABLE}: {nope}; nothing was"):
+        ws.ingest_forget(TABLE, [str(path), nope])
+    assert ws.ingest(landing, TABLE).skipped == 1  # nothing was forgotten
+    assert ws.ingest_forget(TABLE, [str(landing)]) == [str(path)]  # a folder: all below it
+    assert ws.ingest(landing, TABLE).loaded == [str(path)]
+    assert count(ws) == 2 * flights.filter(pc.equal(flights.column("day"), 1)).num_rows
+
+
+def test_status_shows_loaded_failed_and_changed_files(
+    ws: Workspace, flights: pa.Table, tmp_path: Path
+) -> None:
+    landing = tmp_path / "in"
+    first = land(flights, landing, 1)
+    bad = landing / "bad.csv"
+    bad.write_text("a,b\n1,2,3\n")
+    ws.ingest(landing, TABLE)
+    os.utime(first, ns=(1, 10**18))
+    status = ws.ingest_status(TABLE)
+    [loaded] = status.loaded
+    day1 = flights.filter(pc.equal(flights.column("day"), 1)).num_rows
+    assert (loaded.path, loaded.rows, loaded.table_version) == (str(first), day1, 0)
+    assert loaded.updated_at.tzinfo is not None
+    [failed] = status.failed
+    assert failed.path == str(bad) and "Expected 2 columns, got 3" in (failed.error or "")
+    assert [(f.path, f.change) for f in status.changed] == [
+        (str(first), "modified since it was recorded")
+    ]
+
+
+def test_unsupported_files_are_reported_and_a_named_one_is_an_error(
+    ws: Workspace, flights: pa.Table, tmp_path: Path
+) -> None:
+    landing = tmp_path / "in"
+    land(flights, landing, 1)
+    photo = landing / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0")
+    report = ws.ingest(landing, TABLE)
+    assert len(report.loaded) == 1 and list(report.unsupported) == [str(photo)]
+    assert report.unsupported[str(photo)].startswith(
+        "unsupported file type (.jpg); supported: .csv"
+    )
+    with pytest.raises(IngestError, match=r"cannot ingest .*photo\.jpg: unsupported file type"):
+        ws.ingest(photo, TABLE)
+    assert ws.ingest(photo, TABLE, format="csv").failed  # forced, it is read (and fails)
+
+
+def test_progress_counts_files_and_bytes(ws: Workspace, flights: pa.Table, tmp_path: Path) -> None:
+    sizes = [land(flights, tmp_path / "in", day).stat().st_size for day in (1, 2)]
+    seen: list[IngestProgress] = []
+    Ingestor(ws.tables, ws.state).run(tmp_path / "in", TABLE, batch_bytes=1, progress=seen.append)
+    total = sum(sizes)
+    assert [(p.files_done, p.bytes_done, p.files_total, p.bytes_total) for p in seen] == [
+        (0, 0, 2, total),
+        (1, sizes[0], 2, total),
+        (1, sizes[0], 2, total),
+        (2, total, 2, total),
+    ]
+    assert [p.activity for p in seen] == ["flights_01.csv", "", "flights_02.csv", ""]

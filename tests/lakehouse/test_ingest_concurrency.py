@@ -183,7 +183,7 @@ def test_a_waiting_ingest_runs_once_the_holder_releases(project: Path, tmp_path:
         released = threading.Timer(1.0, other.release)
         released.start()
         try:
-            report = ws.ingest(source, table, progress=lambda done, total, name: waits.append(name))
+            report = ws.ingest(source, table, progress=lambda p: waits.append(p.activity))
         finally:
             released.cancel()
         assert report.rows == FILES * ROWS

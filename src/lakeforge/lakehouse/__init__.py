@@ -7,14 +7,16 @@ from lakeforge.lakehouse._expectations import (
     expect_or_drop,
     expect_or_fail,
 )
-from lakeforge.lakehouse._ingest import Ingestor, IngestReport
+from lakeforge.lakehouse._ingest import Ingestor, IngestProgress, IngestReport, IngestStatus
 from lakeforge.lakehouse._names import TableName
 from lakeforge.lakehouse._sql import SqlSession, find_table_refs
 from lakeforge.lakehouse._tables import Lakehouse, TableInfo, WriteResult
 
 __all__ = [
     "Expectation",
+    "IngestProgress",
     "IngestReport",
+    "IngestStatus",
     "Ingestor",
     "Lakehouse",
     "SqlSession",

@@ -46,7 +46,10 @@ def expect(name: str, sql: str) -> Expectation:
 
 
 def expect_or_drop(name: str, sql: str) -> Expectation:
-    """Send rows that violate ``sql`` to ``<table>_quarantine`` instead of the table."""
+    """Send rows that violate ``sql`` to ``<table>_quarantine`` instead of the table.
+
+    The quarantined rows carry ``_failed_rules``: every rule of the write they broke.
+    """
     return Expectation(name=name, sql=sql, action="drop")
 
 
@@ -115,9 +118,9 @@ def apply_expectations(data: pa.Table, rules: list[Expectation], *, table: str) 
     if not drop_rules:
         return QualityOutcome(data.num_rows, data, None, results)
     keep = np.logical_and.reduce([masks[rule.name] for rule in drop_rules])
+    # A quarantined row names every rule it broke, ``warn`` ones included, in rule order.
     failed_names = [
-        [rule.name for rule in drop_rules if not masks[rule.name][row]]
-        for row in np.flatnonzero(~keep)
+        [rule.name for rule in rules if not masks[rule.name][row]] for row in np.flatnonzero(~keep)
     ]
     quarantined = data.filter(pa.array(~keep)).append_column(
         FAILED_RULES_COLUMN, pa.array(failed_names, pa.list_(pa.string()))

@@ -8,6 +8,12 @@ after it, so a crash at any point is repaired on the next run: a pending batch w
 transaction identifier is in the table did commit (mark it loaded); one whose
 identifier is not, did not (load it again). No file is loaded twice, none is lost.
 
+A file that cannot be read or does not fit the table is recorded ``failed`` with its
+error and never half-loaded; it is not ingested, so every later run tries it again
+(and reports it again while it still fails). :meth:`Ingestor.retry` retries the failed
+files from their recorded paths, :meth:`Ingestor.forget` removes files from the
+checkpoint so they load again, and :meth:`Ingestor.status` shows the checkpoint.
+
 One run per table at a time: a run holds the state store lease ``ingest:<table>``,
 renewed by a heartbeat while it lasts. Another run waits for it (or, with
 ``wait=False``, fails naming the holder's host, pid and lease expiry); a run that died
@@ -16,28 +22,25 @@ dead runs, never a live run's in-flight batch. Should a run stall past its lease
 commit is still fenced by the batch's transaction identifier (see ``_commits``).
 
 Schema: inferred from the first batch. Later files are parsed with the table's column
-types; a value that does not convert fails its file with a message naming the column,
-and the file is never half-loaded (type conflicts fail rather than rescue). New columns
-fail the file unless ``evolve_schema=True``. Like Auto Loader, a file already loaded is
-not reloaded when it changes later; it is reported as ``changed``.
+types; a value that does not convert fails its file with a message naming the column
+(type conflicts fail rather than rescue). New columns fail the file unless
+``evolve_schema=True``. Like Auto Loader, a file already loaded is not reloaded when it
+changes later; it is reported as ``changed``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.json as pajson
-import pyarrow.parquet as pq
 from deltalake import CommitProperties, Transaction
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -45,115 +48,95 @@ from sqlalchemy.exc import IntegrityError
 from lakeforge.errors import IngestError, LakeforgeError
 from lakeforge.lakehouse._arrow import conform
 from lakeforge.lakehouse._commits import TransactionConflictError
+from lakeforge.lakehouse._ingest_files import (
+    FileFormat,
+    SourceFile,
+    batches,
+    discover,
+    file_schema,
+    format_of,
+    parse,
+    sha256,
+    source_file,
+    strings_for_nulls,
+    unsupported_reason,
+    with_metadata,
+)
 from lakeforge.lakehouse._names import TableName
 from lakeforge.state import Heartbeat, Lease, StateStore, ingest_files
 
 if TYPE_CHECKING:
     from lakeforge.lakehouse._tables import Lakehouse
 
-FileFormat = Literal["auto", "csv", "json", "parquet"]
-SOURCE_FILE_COLUMN = "_ingest_file"
-INGEST_TIME_COLUMN = "_ingest_time"
-_SUFFIXES: dict[str, str] = {
-    ".csv": "csv",
-    ".csv.gz": "csv",
-    ".tsv": "csv",
-    ".json": "json",
-    ".jsonl": "json",
-    ".ndjson": "json",
-    ".json.gz": "json",
-    ".parquet": "parquet",
-}
 DEFAULT_BATCH_BYTES = 256 * 1024 * 1024
 DEFAULT_LEASE_S = 60.0
-ProgressCallback = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class IngestProgress:
+    """Where a run stands among the files it loads, and what it is doing now."""
+
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    activity: str  # the file being loaded, what the run waits for, or "" when idle
+
+
+ProgressCallback = Callable[[IngestProgress], None]
 
 
 @dataclass
 class IngestReport:
-    """What one ingestion run did."""
+    """What one ingestion run did.
+
+    ``failed`` maps each file that failed in this run to its error; ``unsupported``
+    maps each file that was not read (not a supported format) to the reason.
+    """
 
     table: TableName
     loaded: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     skipped: int = 0
+    unsupported: dict[str, str] = field(default_factory=dict)
     changed: list[str] = field(default_factory=list)
     recovered: int = 0
     rows: int = 0
     versions: list[int] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class CheckpointFile:
+    """One file in a table's ingest checkpoint."""
+
+    path: str
+    status: str  # loaded | failed | pending (a batch of a run that is still going)
+    rows: int | None
+    table_version: int | None
+    updated_at: datetime
+    error: str | None
+    change: str | None  # how the file on disk differs from the one recorded, if it does
+
+
 @dataclass
-class _File:
-    path: Path
-    size: int
-    mtime_ns: int
-    fmt: str
+class IngestStatus:
+    """A table's ingest checkpoint: the files loaded, failed and changed after loading."""
 
+    table: TableName
+    files: list[CheckpointFile]
 
-def _format_of(path: Path, forced: FileFormat) -> str | None:
-    if forced != "auto":
-        return forced
-    name = path.name.lower()
-    for suffix, fmt in _SUFFIXES.items():
-        if name.endswith(suffix):
-            return fmt
-    return None
+    @property
+    def loaded(self) -> list[CheckpointFile]:
+        return [f for f in self.files if f.status == "loaded"]
 
+    @property
+    def failed(self) -> list[CheckpointFile]:
+        return [f for f in self.files if f.status == "failed"]
 
-def _discover(source: Path, fmt: FileFormat) -> list[_File]:
-    if not source.exists():
-        raise IngestError(f"ingest source {source} does not exist")
-    paths = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
-    files = []
-    for path in paths:
-        if any(part.startswith((".", "_")) for part in path.relative_to(source.parent).parts):
-            continue
-        kind = _format_of(path, fmt)
-        if kind is None:
-            continue
-        stat = path.stat()
-        files.append(_File(path.resolve(), stat.st_size, stat.st_mtime_ns, kind))
-    return files
-
-
-def _parse(file: _File, table_schema: pa.Schema | None) -> pa.Table:
-    """Read one whole file (compression from its suffix), with the table's types if any."""
-    path = str(file.path)
-    if file.fmt == "csv":
-        types = {f.name: f.type for f in table_schema} if table_schema is not None else None
-        parse = pacsv.ParseOptions(delimiter="\t" if path.lower().endswith(".tsv") else ",")
-        convert = pacsv.ConvertOptions(column_types=types, strings_can_be_null=True)
-        return pacsv.read_csv(path, parse_options=parse, convert_options=convert)
-    if file.fmt == "json":
-        options = (
-            pajson.ParseOptions(explicit_schema=table_schema, unexpected_field_behavior="infer")
-            if table_schema is not None
-            else None
-        )
-        return pajson.read_json(path, parse_options=options)
-    return pq.read_table(path)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(8 * 1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _batches(files: list[_File], batch_bytes: int) -> Iterator[list[_File]]:
-    batch: list[_File] = []
-    size = 0
-    for file in files:
-        if batch and size + file.size > batch_bytes:
-            yield batch
-            batch, size = [], 0
-        batch.append(file)
-        size += file.size
-    if batch:
-        yield batch
+    @property
+    def changed(self) -> list[CheckpointFile]:
+        """Loaded files that changed on disk since (they are not reloaded)."""
+        return [f for f in self.loaded if f.change is not None]
 
 
 class Ingestor:
@@ -175,22 +158,165 @@ class Ingestor:
         wait: bool = True,
         lease_s: float = DEFAULT_LEASE_S,
     ) -> IngestReport:
-        """Ingest the new files of ``source`` into ``into``.
+        """Ingest the files of ``source`` not loaded yet (new, or failed before) into ``into``.
 
         One run per table at a time: the run holds the lease ``ingest:<table>`` in the
         state store, renewed by a heartbeat. Another run waits for it (or, with
         ``wait=False``, fails naming the holder); a holder that died stops renewing, and
         its lease expires ``lease_s`` seconds later.
         """
+        table = self._writable(into, lease_s)
+        with self._holding(table, wait, lease_s, progress) as heartbeat:
+            files, unsupported = discover(Path(source), format)
+            report = IngestReport(table, unsupported=unsupported)
+            known = self._recovered_checkpoint(table, report)
+            # A file failed under a forced format that this run does not read is no longer
+            # a candidate: it is reported as unsupported, not left failed forever.
+            self._delete_rows(
+                table, [p for p in unsupported if p in known and known[p].status == "failed"]
+            )
+            todo: list[SourceFile] = []
+            for file in files:
+                seen = known.get(str(file.path))
+                if seen is None or seen.status == "failed":
+                    todo.append(file)  # a failed file was not ingested: try it again
+                elif (seen.size, seen.mtime_ns) != (file.size, file.mtime_ns):
+                    report.changed.append(str(file.path))
+                else:
+                    report.skipped += 1
+            self._load(todo, table, evolve_schema, batch_bytes, progress, report, heartbeat)
+            return report
+
+    def retry(
+        self,
+        into: str | TableName,
+        *,
+        format: FileFormat = "auto",
+        evolve_schema: bool = False,
+        batch_bytes: int = DEFAULT_BATCH_BYTES,
+        progress: ProgressCallback | None = None,
+        wait: bool = True,
+        lease_s: float = DEFAULT_LEASE_S,
+    ) -> IngestReport:
+        """Load again the files recorded as failed for ``into``, from their recorded paths."""
+        table = self._writable(into, lease_s)
+        with self._holding(table, wait, lease_s, progress) as heartbeat:
+            report = IngestReport(table)
+            known = self._recovered_checkpoint(table, report)
+            todo: list[SourceFile] = []
+            for row in known.values():
+                if row.status != "failed":
+                    continue
+                path = Path(row.path)
+                kind = format_of(path, format)
+                if not path.is_file():
+                    report.failed[row.path] = (
+                        f"{path} no longer exists; forget it with "
+                        f"`lakeforge ingest forget {table} {path}`"
+                    )
+                elif kind is None:
+                    report.unsupported[row.path] = unsupported_reason(path)
+                else:
+                    todo.append(source_file(path, kind))
+            self._load(todo, table, evolve_schema, batch_bytes, progress, report, heartbeat)
+            return report
+
+    def forget(
+        self,
+        into: str | TableName,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        wait: bool = True,
+        lease_s: float = DEFAULT_LEASE_S,
+    ) -> list[str]:
+        """Remove files from the checkpoint of ``into`` so that the next run loads them again.
+
+        A path names a recorded file, or a folder for all recorded files below it. Rows a
+        forgotten file loaded stay in the table (a reload adds them again). Nothing is
+        forgotten when a path is not in the checkpoint. Returns the forgotten paths.
+        """
+        table = self._writable(into, lease_s)
+        if not paths:
+            raise IngestError(f"name the files to forget from the ingest checkpoint of {table}")
+        with self._holding(table, wait, lease_s, None):
+            known = self._recovered_checkpoint(table, IngestReport(table))
+            chosen: set[str] = set()
+            unknown: list[str] = []
+            for given in paths:
+                full = str(Path(given).resolve())
+                matches = {
+                    p for p in known if p in (str(given), full) or p.startswith(full + os.sep)
+                }
+                chosen |= matches
+                if not matches:
+                    unknown.append(str(given))
+            if unknown:
+                raise IngestError(
+                    f"not in the ingest checkpoint of {table}: {', '.join(unknown)}; "
+                    "nothing was forgotten",
+                    hint=f"`lakeforge ingest status {table}` lists the recorded files",
+                )
+            self._delete_rows(table, sorted(chosen))
+            return sorted(chosen)
+
+    def status(self, into: str | TableName) -> IngestStatus:
+        """The checkpoint of ``into``, each file compared with the one on disk now."""
+        table = self.lakehouse.name(into)
+        with self.state.connect_engine().connect() as conn:
+            rows = conn.execute(
+                select(ingest_files)
+                .where(ingest_files.c.table_name == str(table))
+                .order_by(ingest_files.c.id)
+            ).all()
+        files = []
+        for row in rows:
+            try:
+                stat = Path(row.path).stat()
+                same = (stat.st_size, stat.st_mtime_ns) == (row.size, row.mtime_ns)
+                change = None if same else "modified since it was recorded"
+            except FileNotFoundError:
+                change = "no longer exists"
+            updated = row.updated_at
+            files.append(
+                CheckpointFile(
+                    path=row.path,
+                    status=row.status,
+                    rows=row.rows,
+                    table_version=row.table_version,
+                    updated_at=updated if updated.tzinfo else updated.replace(tzinfo=UTC),
+                    error=row.error,
+                    change=change,
+                )
+            )
+        return IngestStatus(table, files)
+
+    def checkpoint(self, into: str | TableName) -> list[dict[str, object]]:
+        """The checkpoint rows of a table: one per file seen, with status and error."""
+        table = self.lakehouse.name(into)
+        with self.state.connect_engine().connect() as conn:
+            rows = conn.execute(
+                select(ingest_files)
+                .where(ingest_files.c.table_name == str(table))
+                .order_by(ingest_files.c.id)
+            )
+            return [dict(row._mapping) for row in rows]
+
+    def _writable(self, into: str | TableName, lease_s: float) -> TableName:
         table = self.lakehouse.name(into)
         self.lakehouse.owner_of(table, write=True)
         if lease_s <= 0:
             raise IngestError(f"lease_s must be a positive number of seconds, got {lease_s}")
-        source = Path(source)
+        return table
+
+    @contextmanager
+    def _holding(
+        self, table: TableName, wait: bool, lease_s: float, progress: ProgressCallback | None
+    ) -> Iterator[Heartbeat]:
+        """Hold the table's ingest lease (renewed by a heartbeat) while the block runs."""
         lease = Lease(self.state, f"ingest:{table}", duration=timedelta(seconds=lease_s))
         self._take(lease, table, wait, progress)
         with Heartbeat(lease) as heartbeat:
-            return self._run(source, table, format, evolve_schema, batch_bytes, progress, heartbeat)
+            yield heartbeat
 
     def _take(
         self, lease: Lease, table: TableName, wait: bool, progress: ProgressCallback | None
@@ -209,54 +335,56 @@ class Ingestor:
                     "queue behind it; a run that died frees the table when its lease expires",
                 )
             if progress:
-                progress(0, 0, f"waiting for {holder.describe()}")
+                progress(IngestProgress(0, 0, 0, 0, f"waiting for {holder.describe()}"))
             time.sleep(poll)
 
-    def _run(
-        self,
-        source: Path,
-        table: TableName,
-        format: FileFormat,
-        evolve_schema: bool,
-        batch_bytes: int,
-        progress: ProgressCallback | None,
-        heartbeat: Heartbeat,
-    ) -> IngestReport:
-        engine = self.state.connect_engine()
-        report = IngestReport(table)
-        app_id = f"lakeforge-ingest/{table}"
-        with engine.begin() as conn:
+    def _recovered_checkpoint(self, table: TableName, report: IngestReport) -> dict[str, Any]:
+        """The table's checkpoint rows by path, after repairing the batches of dead runs."""
+        with self.state.connect_engine().begin() as conn:
             # Under the lease: a pending batch is no live run's, so it is repaired here.
-            report.recovered = self._recover(conn, table, app_id)
-            known = {
+            report.recovered = self._recover(conn, table, _app_id(table))
+            return {
                 row.path: row
                 for row in conn.execute(
                     select(ingest_files).where(ingest_files.c.table_name == str(table))
                 )
             }
-        todo: list[_File] = []
-        for file in _discover(source, format):
-            seen = known.get(str(file.path))
-            if seen is None or (
-                seen.status == "failed" and (seen.size, seen.mtime_ns) != (file.size, file.mtime_ns)
-            ):
-                todo.append(file)
-            elif seen.status == "loaded" and (seen.size, seen.mtime_ns) != (
-                file.size,
-                file.mtime_ns,
-            ):
-                report.changed.append(str(file.path))
-            else:
-                report.skipped += 1
-        done = 0
-        for batch in _batches(todo, batch_bytes):
+
+    def _delete_rows(self, table: TableName, paths: list[str]) -> None:
+        if not paths:
+            return
+        with self.state.engine.begin() as conn:
+            conn.execute(
+                delete(ingest_files).where(
+                    ingest_files.c.table_name == str(table), ingest_files.c.path.in_(paths)
+                )
+            )
+
+    def _load(
+        self,
+        todo: list[SourceFile],
+        table: TableName,
+        evolve_schema: bool,
+        batch_bytes: int,
+        progress: ProgressCallback | None,
+        report: IngestReport,
+        heartbeat: Heartbeat,
+    ) -> None:
+        """Load ``todo`` in batches of about ``batch_bytes``, one commit each."""
+        total_bytes = sum(f.size for f in todo)
+        files_done = bytes_done = 0
+        for batch in batches(todo, batch_bytes):
             if progress:
-                progress(done, len(todo), batch[0].path.name)
-            self._load_batch(batch, table, app_id, evolve_schema, report, heartbeat)
-            done += len(batch)
+                progress(
+                    IngestProgress(
+                        files_done, len(todo), bytes_done, total_bytes, batch[0].path.name
+                    )
+                )
+            self._load_batch(batch, table, _app_id(table), evolve_schema, report, heartbeat)
+            files_done += len(batch)
+            bytes_done += sum(f.size for f in batch)
             if progress:
-                progress(done, len(todo), "")
-        return report
+                progress(IngestProgress(files_done, len(todo), bytes_done, total_bytes, ""))
 
     def _recover(self, conn: Connection, table: TableName, app_id: str) -> int:
         pending = (
@@ -304,7 +432,7 @@ class Ingestor:
 
     def _load_batch(
         self,
-        files: list[_File],
+        files: list[SourceFile],
         table: TableName,
         app_id: str,
         evolve_schema: bool,
@@ -317,10 +445,10 @@ class Ingestor:
         failed: dict[Path, str] = {}
         # Hash in a thread while pyarrow parses: both release the GIL.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            hashing = {f.path: pool.submit(_sha256, f.path) for f in files}
+            hashing = {f.path: pool.submit(sha256, f.path) for f in files}
             for file in files:
                 try:
-                    data = _with_metadata(_parse(file, _file_schema(schema)), file, now)
+                    data = with_metadata(parse(file, file_schema(schema)), file, now)
                     if schema is not None:
                         data = conform(
                             data, schema, table=str(table), allow_new_columns=evolve_schema
@@ -342,7 +470,7 @@ class Ingestor:
         if combined is None or not parsed:
             return
         if schema is None:
-            combined = _strings_for_nulls(combined)
+            combined = strings_for_nulls(combined)
         _still_held(heartbeat, table)
         try:
             # Should this run have lost its lease anyway (a stall longer than the lease),
@@ -383,7 +511,7 @@ class Ingestor:
 
     def _claim(
         self,
-        files: list[_File],
+        files: list[SourceFile],
         table: TableName,
         app_id: str,
         digests: dict[Path, str],
@@ -425,17 +553,6 @@ class Ingestor:
             ) from None
         return batch
 
-    def checkpoint(self, into: str | TableName) -> list[dict[str, object]]:
-        """The checkpoint rows of a table: one per file seen, with status and error."""
-        table = self.lakehouse.name(into)
-        with self.state.connect_engine().connect() as conn:
-            rows = conn.execute(
-                select(ingest_files)
-                .where(ingest_files.c.table_name == str(table))
-                .order_by(ingest_files.c.id)
-            )
-            return [dict(row._mapping) for row in rows]
-
 
 def _still_held(heartbeat: Heartbeat, table: TableName) -> None:
     """Renew the run's lease now; fail when it expired and may have been taken over."""
@@ -450,30 +567,11 @@ def _still_held(heartbeat: Heartbeat, table: TableName) -> None:
         )
 
 
-def _file_schema(schema: pa.Schema | None) -> pa.Schema | None:
-    if schema is None:
-        return None
-    keep = [f for f in schema if f.name not in (SOURCE_FILE_COLUMN, INGEST_TIME_COLUMN)]
-    return pa.schema(keep)
-
-
-def _with_metadata(data: pa.Table, file: _File, now: datetime) -> pa.Table:
-    rows = data.num_rows
-    source = pa.DictionaryArray.from_arrays(
-        pa.repeat(pa.scalar(0, pa.int32()), rows), pa.array([str(file.path)])
-    )
-    data = data.append_column(SOURCE_FILE_COLUMN, source)
-    return data.append_column(
-        INGEST_TIME_COLUMN, pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), rows)
-    )
-
-
-def _strings_for_nulls(data: pa.Table) -> pa.Table:
-    """Columns that were empty in every first file become strings, not the null type."""
-    fields = [f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in data.schema]
-    return data.cast(pa.schema(fields))
-
-
 def _short(exc: BaseException) -> str:
     text = " ".join(line.strip() for line in str(exc).strip().splitlines())
     return text[:500] if text else type(exc).__name__
+
+
+def _app_id(table: TableName) -> str:
+    """The Delta transaction application id of the table's ingestion commits."""
+    return f"lakeforge-ingest/{table}"
