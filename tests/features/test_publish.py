@@ -213,3 +213,55 @@ def test_sequence_column_decides_the_online_row(ws: Workspace) -> None:
     assert ws.publish_table(name).mode == "incremental"
     expected = {"EWR": 11.0, "JFK": 42.0, "LGA": 37.0}
     assert online(ws, ["EWR", "JFK", "LGA"]) == offline() == expected
+
+
+def test_publish_reports_progress_per_batch(
+    fs_ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from lakeforge.cli import _features, main
+
+    monkeypatch.setattr("lakeforge.features._publish._BATCH_ROWS", 1)
+    seen: list[int] = []
+    fs_ws.publish_table("dev.fs.weather", progress=seen.append)
+    assert seen == [1, 2, 3]
+    screen = io.StringIO()
+    monkeypatch.setattr(
+        _features,
+        "console",
+        Console(file=screen, force_terminal=True, width=150, color_system=None),
+    )
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "--project-dir",
+                str(fs_ws.project.directory),
+                "features",
+                "publish",
+                "dev.fs.weather",
+                "--mode",
+                "snapshot",
+            ]
+        )
+    assert "publishing dev.fs.weather: 3 row(s) written" in screen.getvalue()
+    quiet = io.StringIO()
+    monkeypatch.setattr(
+        _features, "console", Console(file=quiet, force_terminal=True, width=150, color_system=None)
+    )
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "--project-dir",
+                str(fs_ws.project.directory),
+                "features",
+                "publish",
+                "dev.fs.weather",
+                "--mode",
+                "snapshot",
+                "--quiet",
+            ]
+        )
+    assert "publishing" not in quiet.getvalue() and "3 row(s) written" in quiet.getvalue()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from lakeforge.cli._context import console, workspace
@@ -52,14 +53,26 @@ def publish(
     ctx: typer.Context,
     name: NameArg,
     mode: Annotated[str, typer.Option(help="auto, snapshot or incremental.")] = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Copy a feature table to the target's online store (incrementally when it can)."""
     if mode not in ("auto", "snapshot", "incremental"):
         raise typer.BadParameter(
             f"{mode!r}; allowed: auto, snapshot, incremental", param_hint="--mode"
         )
-    with console.status(f"publishing {name}"):
-        result = workspace(ctx).publish_table(name, mode=mode)
+    ws = workspace(ctx)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn(f"publishing {name}: {{task.completed:,}} row(s) written"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=quiet or not console.is_terminal,
+    ) as bar:
+        task = bar.add_task("publish", total=None)
+        result = ws.publish_table(
+            name, mode=mode, progress=lambda rows: bar.update(task, completed=rows)
+        )
     console.print(
         f"{result.table}: {result.mode} up to version {result.to_version}, "
         f"{result.rows_written} row(s) written, {result.keys_deleted} key(s) deleted"

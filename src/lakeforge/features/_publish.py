@@ -12,7 +12,7 @@ up by the next publish: none is lost.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
@@ -55,12 +55,18 @@ def online_store(ws: Workspace) -> OnlineStore:
 
 
 def publish_table(
-    ws: Workspace, name: str | TableName, *, mode: Mode = "auto", store: OnlineStore | None = None
+    ws: Workspace,
+    name: str | TableName,
+    *,
+    mode: Mode = "auto",
+    store: OnlineStore | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> PublishResult:
     """Copy a feature table to the online store.
 
     ``auto`` publishes incrementally from the change data feed when the table was
     published before and its feed covers the versions since, else a snapshot.
+    ``progress`` is called with the number of rows written so far after each batch.
     """
     info = FeatureTables(ws.tables).describe(name)
     table = str(info.name)
@@ -72,10 +78,11 @@ def publish_table(
         if last == target_version and mode != "snapshot":
             return PublishResult(table, "unchanged", last, target_version, 0, 0)
         if mode == "snapshot" or last is None or last > target_version:
-            written = _snapshot(ws, info, store, target_version)
+            written = _snapshot(ws, info, _Writer(store, info, progress), target_version)
             result = PublishResult(table, "snapshot", last, target_version, written, 0)
         else:
-            written, deleted = _incremental(ws, info, store, last, target_version)
+            writer = _Writer(store, info, progress)
+            written, deleted = _incremental(ws, info, writer, last, target_version)
             result = PublishResult(table, "incremental", last, target_version, written, deleted)
         _record(ws, table, target_version)
         return result
@@ -84,38 +91,51 @@ def publish_table(
             store.close()
 
 
-def _write(store: OnlineStore, info: FeatureTableInfo, rows: pa.Table) -> int:
-    if rows.num_rows == 0:
-        return 0
-    store.write(
-        str(info.name),
-        rows.select([*info.lookup_keys, *_ts(info), *info.features]),
-        keys=info.lookup_keys,
-        timestamp=info.timestamp_key,
-        features=list(info.features),
-    )
-    return int(rows.num_rows)
+class _Writer:
+    """Writes batches of a feature table to the store; reports the running row count."""
+
+    def __init__(
+        self, store: OnlineStore, info: FeatureTableInfo, progress: Callable[[int], None] | None
+    ) -> None:
+        self.store, self.info, self.progress = store, info, progress
+        self.total = 0
+
+    def __call__(self, rows: pa.Table) -> int:
+        if rows.num_rows == 0:
+            return 0
+        info = self.info
+        self.store.write(
+            str(info.name),
+            rows.select([*info.lookup_keys, *_ts(info), *info.features]),
+            keys=info.lookup_keys,
+            timestamp=info.timestamp_key,
+            features=list(info.features),
+        )
+        self.total += rows.num_rows
+        if self.progress is not None:
+            self.progress(self.total)
+        return int(rows.num_rows)
 
 
 def _ts(info: FeatureTableInfo) -> list[str]:
     return [info.timestamp_key] if info.timestamp_key else []
 
 
-def _snapshot(ws: Workspace, info: FeatureTableInfo, store: OnlineStore, version: int) -> int:
+def _snapshot(ws: Workspace, info: FeatureTableInfo, write: _Writer, version: int) -> int:
     table = str(info.name)
-    if table in store.tables():
-        store.drop(table)  # rows deleted from the table must not survive a snapshot
+    if table in write.store.tables():
+        write.store.drop(table)  # rows deleted from the table must not survive a snapshot
     if info.sequence_by is not None:
-        return sum(_write(store, info, rows) for rows in _latest_rows(ws, info, version))
+        return sum(write(rows) for rows in _latest_rows(ws, info, version))
     dataset = ws.tables.delta(info.name, version=version).to_pyarrow_dataset()
     written = 0
     for batch in dataset.to_batches(batch_size=_BATCH_ROWS):
-        written += _write(store, info, pa.Table.from_batches([batch]))
+        written += write(pa.Table.from_batches([batch]))
     return written
 
 
 def _incremental(
-    ws: Workspace, info: FeatureTableInfo, store: OnlineStore, last: int, version: int
+    ws: Workspace, info: FeatureTableInfo, write: _Writer, last: int, version: int
 ) -> tuple[int, int]:
     changes = _plain(
         ws.tables.changes(info.name, starting_version=last + 1, ending_version=version)
@@ -125,15 +145,17 @@ def _incremental(
     deletes = changes.filter(pc.equal(kinds, "delete"))
     written = deleted = 0
     if deletes.num_rows:  # each deleted key falls back to its newest remaining row, below
-        deleted = store.delete(str(info.name), _distinct_keys(info, deletes), keys=info.lookup_keys)
+        deleted = write.store.delete(
+            str(info.name), _distinct_keys(info, deletes), keys=info.lookup_keys
+        )
     if info.sequence_by is None:
-        written = _write(store, info, upserts.drop_columns(list(_CDF_COLUMNS)))
+        written = write(upserts.drop_columns(list(_CDF_COLUMNS)))
         refresh = deletes
     else:  # the store does not compare sequences: write each touched key's latest row
         refresh = pa.concat_tables([upserts, deletes])
     if refresh.num_rows:
         latest = _latest_rows(ws, info, version, _distinct_keys(info, refresh))
-        written += sum(_write(store, info, rows) for rows in latest)
+        written += sum(write(rows) for rows in latest)
     return written, deleted
 
 
