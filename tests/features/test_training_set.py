@@ -215,9 +215,14 @@ def test_flights_with_weather(ws: Workspace, flights: pa.Table) -> None:
     assert np.allclose(out["wind_speed"].fillna(-999), recent["wind_speed"].fillna(-999))
     assert np.allclose(out["visib_asof"].fillna(-1), asof["visib"].fillna(-1))
 
-    # Stream the same set into a Delta table.
-    result = ts.write_to("dev.gold.training")
+    # Stream the same set into a Delta table, reporting progress per batch.
+    seen: list[tuple[int, int | None]] = []
+    result = ts.write_to(
+        "dev.gold.training", progress=lambda done, total: seen.append((done, total))
+    )
     assert result.rows_written == flights.num_rows
+    assert seen and seen[-1] == (flights.num_rows, flights.num_rows)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
     written = ws.tables.read("dev.gold.training", format="pandas")
     assert sorted(written.columns) == sorted(out.columns)
     assert written["visib_asof"].sum() == pytest.approx(out["visib_asof"].sum())

@@ -21,7 +21,7 @@ or scan order, so repeated builds give identical results.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -43,6 +43,8 @@ from lakeforge.lakehouse._tables import Lakehouse, WriteMode, WriteResult
 _ROW = "__lf_row"
 _LABELS = "__lf_labels"
 _BATCH_ROWS = 122_880
+Progress = Callable[[int, int | None], None]
+"""Called with (label rows joined so far, label rows in all or None for a stream)."""
 
 
 @dataclass(frozen=True)
@@ -215,9 +217,17 @@ class TrainingSet:
         return pa.RecordBatchReader.from_batches(schema, batches())
 
     def to_reader(
-        self, *, ordered: bool = True, batch_size: int = _BATCH_ROWS
+        self,
+        *,
+        ordered: bool = True,
+        batch_size: int = _BATCH_ROWS,
+        progress: Progress | None = None,
     ) -> pa.RecordBatchReader:
-        """The training set as a stream of record batches (in label row order if ``ordered``)."""
+        """The training set as a stream of record batches (in label row order if ``ordered``).
+
+        ``progress(rows_done, rows_total)`` is called after each batch; the total is None
+        when the label data is a stream.
+        """
         con = connect()
         con.execute("SET TimeZone = 'UTC'")
         con.register(_LABELS, self._labels_with_rows())
@@ -231,10 +241,15 @@ class TrainingSet:
         except duckdb.Error as exc:
             con.close()
             raise LakeforgeError(f"building the training set failed: {exc}") from None
-        return self._finish(reader, con)
+        total = self._labels.num_rows if isinstance(self._labels, pa.Table) else None
+        return self._finish(reader, con, progress, total)
 
     def _finish(
-        self, reader: pa.RecordBatchReader, con: duckdb.DuckDBPyConnection
+        self,
+        reader: pa.RecordBatchReader,
+        con: duckdb.DuckDBPyConnection,
+        progress: Progress | None,
+        total: int | None,
     ) -> pa.RecordBatchReader:
         """Apply defaults and feature functions, drop helper and excluded columns, batch-wise."""
         defaults = {
@@ -274,10 +289,17 @@ class TrainingSet:
         schema = head.schema
 
         def stream() -> Iterator[pa.RecordBatch]:
+            done = 0
             try:
                 if first is not None:
+                    done += head.num_rows
+                    if progress is not None:
+                        progress(done, total)
                     yield head
                 for batch in batches:
+                    done += batch.num_rows
+                    if progress is not None:
+                        progress(done, total)
                     yield transform(batch).cast(schema)
             finally:
                 con.close()
@@ -287,19 +309,25 @@ class TrainingSet:
     # -- results ----------------------------------------------------------------------
 
     def load_df(
-        self, format: Literal["arrow", "pandas", "polars"] = "arrow"
+        self,
+        format: Literal["arrow", "pandas", "polars"] = "arrow",
+        *,
+        progress: Progress | None = None,
     ) -> pa.Table | pd.DataFrame | pl.DataFrame:
         """The whole training set in memory, in the label data's row order."""
-        table = self.to_reader(ordered=True).read_all()
+        table = self.to_reader(ordered=True, progress=progress).read_all()
         if format == "pandas":
             return table.to_pandas()
         if format == "polars":
             return pl.from_arrow(table)
         return table
 
-    def write_to(self, table_name: str, *, mode: WriteMode = "overwrite") -> WriteResult:
+    def write_to(
+        self, table_name: str, *, mode: WriteMode = "overwrite", progress: Progress | None = None
+    ) -> WriteResult:
         """Stream the training set into a lakehouse table (it never sits whole in memory)."""
-        return self._lakehouse.write(table_name, self.to_reader(ordered=False), mode=mode)
+        reader = self.to_reader(ordered=False, progress=progress)
+        return self._lakehouse.write(table_name, reader, mode=mode)
 
     @property
     def feature_spec(self) -> dict[str, Any]:
