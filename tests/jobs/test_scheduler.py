@@ -225,3 +225,61 @@ def test_a_finished_job_triggers_the_next(sched_ws: Workspace, tmp_path: Path) -
     assert [f.job for f in sched.tick()] == ["on_table", "after_table_job"]
     assert lines(tmp_path / "after.txt") == ["'job_finished'"]
     assert sched.tick() == []
+
+
+def test_a_firing_and_its_cursor_are_saved_together(
+    sched_ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lakeforge.jobs import _scheduler
+
+    clock = Clock(START)
+    sched = scheduler(sched_ws, clock, ["hourly"])
+    sched.tick()
+    clock.now = START + timedelta(minutes=30, seconds=1)
+
+    def die(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("killed before the cursor was saved")
+
+    monkeypatch.setattr(_scheduler, "upsert", die)
+    with pytest.raises(RuntimeError, match="killed"):
+        sched.tick()
+    assert JobRunner(sched_ws).runs("hourly") == []  # nothing half-recorded: it fires again
+    monkeypatch.undo()
+    [firing] = sched.tick()
+    assert firing.run_id is not None
+    assert lines(tmp_path / "hourly.txt") == ["'2026-03-01T11:00:00+00:00'"]
+
+
+def test_a_firing_a_dead_scheduler_never_started_runs_once(
+    sched_ws: Workspace, tmp_path: Path
+) -> None:
+    import socket
+    import subprocess
+
+    from sqlalchemy import update
+
+    from lakeforge.state import job_runs
+
+    clock = Clock(START)
+    sched = scheduler(sched_ws, clock, ["hourly"])
+    sched.tick()
+    clock.now = START + timedelta(minutes=30, seconds=1)
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    runner = JobRunner(sched_ws)
+    at = "2026-03-01T11:00:00+00:00"
+    with sched_ws.state.connect_engine().begin() as conn:  # what a scheduler killed after its
+        run_id = runner.record(  # firing's transaction, before it started the run, leaves
+            conn,
+            "hourly",
+            trigger="cron",
+            trigger_info={"kind": "cron", "scheduled_for": at},
+            fire_key=f"cron:{at}",
+        )
+        assert run_id is not None
+        conn.execute(update(job_runs).values(runner=f"{socket.gethostname()}:{dead.pid}"))
+    assert runner.recover_orphans() == []  # left for a scheduler to start, not failed
+    assert [f.run_id for f in sched.tick()] == [None]  # 11:00 already fired: no second run
+    assert runner.get(run_id).status == "succeeded"  # the orphan was adopted and run
+    assert len(runner.runs("hourly")) == 1
+    assert lines(tmp_path / "hourly.txt") == [repr(at)]

@@ -93,11 +93,13 @@ def runs(
     job: Annotated[str | None, typer.Argument()] = None,
     limit: Annotated[int, typer.Option(help="At most this many runs.")] = 20,
 ) -> None:
-    """Recent runs (of one job or all), newest first."""
+    """Recent runs (of one job or all), newest first; runs whose runner died are closed."""
     table = Table(
         "run", "job", "status", "trigger", "started", "tasks", "error", header_style="bold cyan"
     )
-    for r in JobRunner(workspace(ctx)).runs(job, limit=limit):
+    runner = JobRunner(workspace(ctx))
+    runner.recover_orphans()
+    for r in runner.runs(job, limit=limit):
         tasks = ", ".join(f"{k}={t.status}" for k, t in r.tasks.items())
         table.add_row(
             str(r.id),

@@ -1,5 +1,9 @@
 """Running jobs: each task attempt in its own subprocess (and process group), history in
-the state store, retries with backoff, timeouts, ``run_if``, task values, cancel, repair."""
+the state store, retries with backoff, timeouts, ``run_if``, task values, cancel, repair.
+
+A task's process group is recorded before the task starts, the process dies with its
+runner, and its outcome is written to a file before it exits: a runner killed at any
+point leaves nothing running and loses no finished task (see ``_recovery``)."""
 
 from __future__ import annotations
 
@@ -11,26 +15,23 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, func, select, update
 
-from lakeforge._identity import current_user
 from lakeforge.errors import LakeforgeError
-from lakeforge.events import JOB_FINISHED, Outbox
-from lakeforge.jobs._process import AttemptSpec, Outcome, run_attempt
+from lakeforge.jobs._history import FAILED, TERMINAL, close_run, record_run, result_file, utcnow
+from lakeforge.jobs._process import AttemptSpec, Outcome, group_identity, run_attempt
+from lakeforge.jobs._recovery import adopt_orphans, recover_orphans
 from lakeforge.project._jobs import JobSpec, RunIf, TaskSpec
-from lakeforge.state import as_utc, job_runs, job_settings, task_runs, trigger_fires, upsert
+from lakeforge.state import as_utc, job_runs, job_settings, task_runs, upsert
 from lakeforge.tracking import git_info
 
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace
 
-TERMINAL = {"succeeded", "failed", "timed_out", "canceled", "skipped"}
-FAILED = {"failed", "timed_out"}
 ProgressCallback = Callable[[str, str, str], None]  # task, status, detail
 _TEMPLATE = re.compile(r"\{\{\s*([a-zA-Z_][\w.]*)\s*\}\}")
 _POLL_S = 0.2
@@ -81,10 +82,6 @@ def run_if_met(rule: RunIf, upstream: list[str]) -> bool:
         "all_failed": all(failed),
         "at_least_one_failed": any(failed),
     }[rule]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class JobRunner:
@@ -161,7 +158,7 @@ class JobRunner:
     def set_paused(self, job: str, paused: bool) -> None:
         self.spec(job)
         with self.ws.state.connect_engine().begin() as conn:
-            upsert(conn, job_settings, {"job": job}, {"paused": paused, "updated_at": _utcnow()})
+            upsert(conn, job_settings, {"job": job}, {"paused": paused, "updated_at": utcnow()})
 
     # -- running --------------------------------------------------------------------------
 
@@ -180,150 +177,119 @@ class JobRunner:
         With ``fire_key`` (a scheduled time or an event id) the run is recorded only if
         that key never fired before for this job, atomically: None means it already had.
         """
+        with self.ws.state.connect_engine().begin() as conn:
+            run_id = self.record(
+                conn,
+                job,
+                parameters=parameters,
+                trigger=trigger,
+                trigger_info=trigger_info,
+                fire_key=fire_key,
+            )
+        return None if run_id is None else self.start(run_id, progress)
+
+    def record(
+        self,
+        conn: Connection,
+        job: str,
+        *,
+        parameters: dict[str, Any] | None = None,
+        trigger: str = "manual",
+        trigger_info: dict[str, Any] | None = None,
+        fire_key: str | None = None,
+    ) -> int | None:
+        """Record a queued run of ``job`` in ``conn``'s transaction, for :meth:`start`;
+        its id, or None when ``fire_key`` already fired for this job."""
         spec = self.spec(job)
-        params = {**spec.parameters, **(parameters or {})}
         unknown = sorted(set(parameters or {}) - set(spec.parameters))
         if unknown:
             raise JobError(
                 f"job {job!r} has no parameter(s) {', '.join(unknown)} "
                 f"(parameters: {', '.join(spec.parameters) or 'none'})"
             )
-        admitted = self._admit(job, spec, params, trigger, trigger_info, fire_key)
-        if admitted is None:
-            return None
-        run_id, started = admitted
-        if not started:
+        return record_run(
+            conn,
+            job=job,
+            tasks=[t.key for t in spec.tasks],
+            parameters={**spec.parameters, **(parameters or {})},
+            trigger=trigger,
+            trigger_info=trigger_info,
+            fire_key=fire_key,
+            runner=RUNNER,
+        )
+
+    def start(self, run_id: int, progress: ProgressCallback | None = None) -> JobRun:
+        """Run a recorded (queued) run once the job's concurrency limit admits it."""
+        with self.ws.state.connect_engine().connect() as conn:
+            job = str(conn.execute(select(job_runs.c.job).where(job_runs.c.id == run_id)).scalar())
+        spec = self.spec(job)
+        while (admitted := self._admit(run_id, job, spec)) is None:
+            time.sleep(_POLL_S)
+        if not admitted:
             return self.get(run_id)
         return self._execute(run_id, spec, set(spec.order()), progress)
 
-    def _admit(
-        self,
-        job: str,
-        spec: JobSpec,
-        params: dict[str, Any],
-        trigger: str,
-        trigger_info: dict[str, Any] | None,
-        fire_key: str | None,
-    ) -> tuple[int, bool] | None:
-        """Record the run and apply the concurrency limit: (run id, started) or None.
+    def _admit(self, run_id: int, job: str, spec: JobSpec) -> bool | None:
+        """Move a queued run to running if a slot is free (True); ``skip`` policy without
+        one: record it as skipped (False); ``queue``: None, to try again.
 
-        ``skip`` records a skipped run; ``queue`` waits for a free slot. With a
-        ``fire_key`` already fired for this job nothing is recorded (None).
+        False too if the run is no longer queued (another process started or closed it).
         """
-        engine = self.ws.state.connect_engine()
-        try:
-            with engine.begin() as conn:
-                if fire_key is not None:
-                    conn.execute(
-                        insert(trigger_fires).values(job=job, fire_key=fire_key, fired_at=_utcnow())
-                    )
-                key = conn.execute(
-                    insert(job_runs).values(
-                        job=job,
-                        status="queued",
-                        trigger=trigger,
-                        trigger_info=json.dumps(trigger_info or {}, default=str),
-                        parameters=json.dumps(params),
-                        created_at=_utcnow(),
-                        cancel_requested=False,
-                        actor=current_user(),
-                        runner=RUNNER,
-                    )
-                ).inserted_primary_key
-                assert key is not None
-                run_id = int(key[0])
+        with self.ws.state.connect_engine().begin() as conn:
+            active = (
                 conn.execute(
-                    insert(task_runs),
-                    [
-                        {"run_id": run_id, "task": t.key, "status": "pending", "attempts": 0}
-                        for t in spec.tasks
-                    ],
+                    select(func.count())
+                    .select_from(job_runs)
+                    .where(job_runs.c.job == job, job_runs.c.status == "running")
+                ).scalar()
+                or 0
+            )
+            earlier = (
+                conn.execute(
+                    select(func.count())
+                    .select_from(job_runs)
+                    .where(
+                        job_runs.c.job == job,
+                        job_runs.c.status == "queued",
+                        job_runs.c.id < run_id,
+                    )
+                ).scalar()
+                or 0
+            )
+            queued = (job_runs.c.id == run_id) & (job_runs.c.status == "queued")
+            if active + earlier < spec.max_concurrent_runs:
+                return bool(
+                    conn.execute(
+                        update(job_runs).where(queued).values(status="running", started_at=utcnow())
+                    ).rowcount
                 )
-                if fire_key is not None:
-                    conn.execute(
-                        update(trigger_fires)
-                        .where(trigger_fires.c.job == job, trigger_fires.c.fire_key == fire_key)
-                        .values(run_id=run_id)
-                    )
-        except IntegrityError:
-            return None  # this scheduled time or event already fired
-        while True:
-            with engine.begin() as conn:
-                active = (
-                    conn.execute(
-                        select(func.count())
-                        .select_from(job_runs)
-                        .where(job_runs.c.job == job, job_runs.c.status == "running")
-                    ).scalar()
-                    or 0
+            if spec.concurrency_policy == "queue":
+                return None
+            skipped = conn.execute(
+                update(job_runs)
+                .where(queued)
+                .values(
+                    status="skipped",
+                    ended_at=utcnow(),
+                    error=f"{active} run(s) already active (max_concurrent_runs="
+                    f"{spec.max_concurrent_runs}, policy skip)",
                 )
-                earlier = (
-                    conn.execute(
-                        select(func.count())
-                        .select_from(job_runs)
-                        .where(
-                            job_runs.c.job == job,
-                            job_runs.c.status == "queued",
-                            job_runs.c.id < run_id,
-                        )
-                    ).scalar()
-                    or 0
+            ).rowcount
+            if skipped:
+                conn.execute(
+                    update(task_runs).where(task_runs.c.run_id == run_id).values(status="skipped")
                 )
-                if active + earlier < spec.max_concurrent_runs:
-                    conn.execute(
-                        update(job_runs)
-                        .where(job_runs.c.id == run_id)
-                        .values(status="running", started_at=_utcnow())
-                    )
-                    return run_id, True
-                if spec.concurrency_policy == "skip":
-                    conn.execute(
-                        update(job_runs)
-                        .where(job_runs.c.id == run_id)
-                        .values(
-                            status="skipped",
-                            ended_at=_utcnow(),
-                            error=f"{active} run(s) already active (max_concurrent_runs="
-                            f"{spec.max_concurrent_runs}, policy skip)",
-                        )
-                    )
-                    conn.execute(
-                        update(task_runs)
-                        .where(task_runs.c.run_id == run_id)
-                        .values(status="skipped")
-                    )
-                    return run_id, False
-            time.sleep(_POLL_S)
+            return False
 
     def recover_orphans(self) -> list[int]:
-        """Fail runs whose runner process on this host has died (repair reruns them)."""
-        host = socket.gethostname()
-        with self.ws.state.connect_engine().begin() as conn:
-            rows = conn.execute(
-                select(job_runs.c.id, job_runs.c.runner).where(
-                    job_runs.c.status.in_(["queued", "running"])
-                )
-            ).all()
-            dead = [r.id for r in rows if _dead_runner(r.runner, host)]
-            if dead:
-                conn.execute(
-                    update(job_runs)
-                    .where(job_runs.c.id.in_(dead))
-                    .values(
-                        status="failed",
-                        ended_at=_utcnow(),
-                        error="the process running it died; `lakeforge jobs repair` reruns it",
-                    )
-                )
-                conn.execute(
-                    update(task_runs)
-                    .where(
-                        task_runs.c.run_id.in_(dead),
-                        task_runs.c.status.in_(["pending", "running"]),
-                    )
-                    .values(status="failed", error="runner died")
-                )
-        return dead
+        """Close the runs whose runner process on this host died (repair reruns them),
+        after killing what is left of their tasks; their ids."""
+        return recover_orphans(self.ws.state)
+
+    def adopt_orphans(self) -> list[int]:
+        """Take over the queued runs a scheduler on this host fired and died before
+        starting, for :meth:`start`; their ids."""
+        return adopt_orphans(self.ws.state, RUNNER)
 
     def repair(
         self,
@@ -332,7 +298,11 @@ class JobRunner:
         parameters: dict[str, Any] | None = None,
         progress: ProgressCallback | None = None,
     ) -> JobRun:
-        """Rerun the failed, timed-out, cancelled or skipped tasks and their dependents."""
+        """Rerun the failed, timed-out, cancelled or skipped tasks and their dependents.
+
+        A run whose runner died is recovered first (its task processes are killed).
+        """
+        self.recover_orphans()
         run = self.get(run_id)
         if run.status in ("running", "queued"):
             raise JobError(f"run {run_id} is still {run.status}; repair it once it has finished")
@@ -342,17 +312,23 @@ class JobRunner:
             raise JobError(f"run {run_id} has nothing to repair: every task succeeded")
         params = {**run.parameters, **(parameters or {})}
         with self.ws.state.connect_engine().begin() as conn:
-            conn.execute(
+            taken = conn.execute(
                 update(job_runs)
-                .where(job_runs.c.id == run_id)
+                .where(job_runs.c.id == run_id, job_runs.c.status == run.status)
                 .values(
                     status="running",
                     parameters=json.dumps(params),
                     ended_at=None,
                     error=None,
                     cancel_requested=False,
+                    runner=RUNNER,
                 )
-            )
+            ).rowcount
+            if not taken:
+                raise JobError(
+                    f"run {run_id} changed while this repair began (another repair?); "
+                    "look at `lakeforge jobs runs` and repair it once it has finished"
+                )
             conn.execute(
                 update(task_runs)
                 .where(task_runs.c.run_id == run_id, task_runs.c.task.in_(again))
@@ -362,6 +338,7 @@ class JobRunner:
 
     def cancel(self, run_id: int) -> None:
         """Ask a running run to stop; its task processes (and their children) are killed."""
+        self.recover_orphans()  # a run whose runner died is closed, not left to cancel
         run = self.get(run_id)
         if run.status not in ("running", "queued"):
             raise JobError(
@@ -464,16 +441,18 @@ class JobRunner:
         for attempt in range(task.retries + 1):
             if attempt:
                 time.sleep(task.retry_backoff_s * 2 ** (attempt - 1))
+            # an earlier run's outcome (before a repair) must not pass for this attempt's
+            result_file(log, attempt + 1).unlink(missing_ok=True)
             self._task_update(
                 run_id,
                 task.key,
                 status="running",
-                started_at=_utcnow(),
+                started_at=utcnow(),
                 log_path=str(log),
                 attempts=attempt + 1,
             )
             _notify(progress, task.key, "running", f"attempt {attempt + 1}")
-            outcome = self._attempt(run_id, task, params, upstream, context, log)
+            outcome = self._attempt(run_id, task, params, upstream, context, log, attempt + 1)
             status, error, values = outcome.status, outcome.error, outcome.values
             if status in ("succeeded", "canceled"):
                 break
@@ -483,7 +462,7 @@ class JobRunner:
             run_id,
             task.key,
             status=status,
-            ended_at=_utcnow(),
+            ended_at=utcnow(),
             error=error,
             task_values=json.dumps(values),
         )
@@ -498,6 +477,7 @@ class JobRunner:
         upstream: dict[str, dict[str, Any]],
         context: dict[str, Any],
         log: Path,
+        attempt_no: int,
     ) -> Outcome:
         script = task.script and str((self.ws.project.directory / task.script).resolve())
         attempt = AttemptSpec(
@@ -518,8 +498,18 @@ class JobRunner:
             with log.open("a") as out:
                 out.write(output)
             return outcome
+
+        def started(pid: int) -> None:  # recorded before the task begins, for recovery
+            self._task_update(run_id, task.key, process=group_identity(pid))
+
         with log.open("a") as out:
-            return run_attempt(attempt, out, lambda: self._cancel_requested(run_id))
+            return run_attempt(
+                attempt,
+                out,
+                lambda: self._cancel_requested(run_id),
+                result=result_file(log, attempt_no),  # removed before the attempt began
+                started=started,
+            )
 
     def _task_update(self, run_id: int, task: str, **values: Any) -> None:
         with self.ws.state.connect_engine().begin() as conn:
@@ -530,43 +520,10 @@ class JobRunner:
             )
 
     def _finish(self, run_id: int, states: dict[str, str]) -> JobRun:
-        if any(s == "canceled" for s in states.values()):
-            status = "canceled"
-        elif any(s in FAILED for s in states.values()):
-            status = "failed"
-        else:
-            status = "succeeded"
-        failed = [k for k, s in states.items() if s in FAILED]
-        error = f"failed task(s): {', '.join(failed)}" if failed else None
         with self.ws.state.connect_engine().begin() as conn:
-            conn.execute(
-                update(job_runs)
-                .where(job_runs.c.id == run_id)
-                .values(status=status, ended_at=_utcnow(), error=error)
-            )
             job = conn.execute(select(job_runs.c.job).where(job_runs.c.id == run_id)).scalar()
-            Outbox(self.ws.state).emit(
-                JOB_FINISHED,
-                str(job),
-                {"run_id": run_id, "status": status, "tasks": states},
-                conn=conn,
-            )
+            close_run(conn, self.ws.state, run_id, str(job), states)
         return self.get(run_id)
-
-
-def _dead_runner(runner: str | None, host: str) -> bool:
-    if not runner or ":" not in runner:
-        return False
-    runner_host, _, pid = runner.rpartition(":")
-    if runner_host != host or not pid.isdigit():
-        return False  # another machine's runner: not ours to judge
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def _notify(progress: ProgressCallback | None, task: str, status: str, detail: str) -> None:

@@ -5,8 +5,10 @@ Restart-safe and single-firing:
 - only the holder of the ``scheduler`` lease in the state store fires (a second
   scheduler started by mistake waits; a crashed one's lease expires);
 - every firing has a key (``cron:<time>``, ``event:<id>``, ``table:<name>@v<n>``,
-  ``files:<mtime>``) recorded in the same transaction as its run, so one scheduled time
-  or event never runs twice, whatever restarts happen;
+  ``files:<mtime>``) recorded in the same transaction as its (queued) run and as the
+  trigger's cursor moving past it, so one scheduled time or event runs exactly once,
+  whatever restarts happen: a kill -9 leaves either nothing (it fires again) or the
+  firing with its run, which the next scheduler starts if it never did;
 - trigger cursors live in the state store; cron times missed while no scheduler ran
   follow the schedule's ``catch_up`` policy: ``skip``, ``latest`` or ``all``.
 
@@ -51,7 +53,7 @@ GRACE = timedelta(seconds=60)  # a cron time older than this when seen was misse
 
 @dataclass(frozen=True)
 class Firing:
-    """A run the scheduler started (or found already fired)."""
+    """A run the scheduler started; ``run_id`` None: its key had already fired."""
 
     job: str
     trigger: str
@@ -131,17 +133,43 @@ class Scheduler:
         return {name: declared[name] for name in names if name in declared}
 
     def tick(self) -> list[Firing]:
-        """Check every schedule and trigger once; start the runs that are due."""
+        """Check every schedule and trigger once; start the runs that are due.
+
+        Runs a dead scheduler had recorded but not started are started too (they are not
+        among the returned firings).
+        """
         if not self.acquire():
             return []
         self.runner.recover_orphans()
+        for orphan in self.runner.adopt_orphans():
+            self._start(orphan)
         firings: list[Firing] = []
+        engine = self.ws.state.connect_engine()
         for name, spec in self.jobs().items():
             paused = self.runner.paused(name)
             for state_key, due, cursor in self._due(name, spec):
-                if not paused:  # a paused job's cursors move on: no pile of runs on unpause
-                    firings += [self._fire(name, trigger, key, info) for trigger, key, info in due]
-                self._save(name, state_key, cursor)  # after firing: a crash refires, keys dedupe
+                recorded: list[tuple[str, str, int | None]] = []
+                with engine.begin() as conn:  # the firings and the cursor past them, at once
+                    for trigger, key, info in [] if paused else due:  # paused: no pile-up
+                        recorded.append(
+                            (
+                                trigger,
+                                key,
+                                self.runner.record(
+                                    conn, name, trigger=trigger, trigger_info=info, fire_key=key
+                                ),
+                            )
+                        )
+                    upsert(
+                        conn,
+                        trigger_state,
+                        {"job": name, "trigger": state_key},
+                        {"cursor": cursor, "updated_at": self._now()},
+                    )
+                firings += [
+                    Firing(name, trigger, key, None if run_id is None else self._start(run_id))
+                    for trigger, key, run_id in recorded
+                ]
         return firings
 
     def serve(self, *, interval_s: float = 1.0, stop: threading.Event | None = None) -> None:
@@ -161,18 +189,16 @@ class Scheduler:
             thread.join()
         self._threads.clear()
 
-    def _fire(self, job: str, trigger: str, key: str, info: dict[str, Any]) -> Firing:
-        def start() -> None:
-            self.runner.run(job, trigger=trigger, trigger_info=info, fire_key=key)
-
-        if self.background:
-            # admission (and the fire key) is recorded before the thread goes on
-            thread = threading.Thread(target=start, name=f"lakeforge-job-{job}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
-            return Firing(job, trigger, key, None)
-        result = self.runner.run(job, trigger=trigger, trigger_info=info, fire_key=key)
-        return Firing(job, trigger, key, None if result is None else result.id)
+    def _start(self, run_id: int) -> int:
+        """Start a recorded run: in a thread, or here and now (``background=False``)."""
+        if not self.background:
+            return self.runner.start(run_id).id
+        thread = threading.Thread(
+            target=self.runner.start, args=(run_id,), name=f"lakeforge-run-{run_id}", daemon=True
+        )
+        thread.start()
+        self._threads.append(thread)
+        return run_id
 
     # -- triggers -------------------------------------------------------------------------
 
@@ -197,15 +223,6 @@ class Scheduler:
                 )
             ).scalar()
         return None if value is None else str(value)
-
-    def _save(self, job: str, trigger: str, cursor: str) -> None:
-        with self.ws.state.connect_engine().begin() as conn:
-            upsert(
-                conn,
-                trigger_state,
-                {"job": job, "trigger": trigger},
-                {"cursor": cursor, "updated_at": self._now()},
-            )
 
     def _cron(self, job: str, schedule: CronSchedule) -> tuple[Due, str]:
         from croniter import croniter

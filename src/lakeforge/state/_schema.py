@@ -47,6 +47,9 @@ alias_events = Table(
     Column("actor", String(255), nullable=False),
     Column("reason", Text, nullable=True),
     Column("at", DateTime(timezone=True), nullable=False),
+    Column("os_user", String(255), nullable=True),  # who ran it; actor is the claimed user
+    Column("request_id", Integer, nullable=True),  # the approval request that moved it
+    Column("how", String(16), nullable=True),  # direct | approval | emergency | outside
     Index("ix_alias_events_model", "model", "id"),
 )
 
@@ -107,6 +110,7 @@ approval_requests = Table(
     Column("decided_by", String(255), nullable=True),
     Column("decided_at", DateTime(timezone=True), nullable=True),
     Column("comment", Text, nullable=True),
+    Column("kind", String(16), nullable=True),  # promote (default) | rollback
     Index("ix_approval_requests_model", "model", "version"),
 )
 
@@ -122,6 +126,7 @@ audit_log = Table(
     Column("version", Integer, nullable=True),
     Column("request_id", Integer, nullable=True),
     Column("detail", Text, nullable=True),
+    Column("os_user", String(255), nullable=True),  # who ran it; actor is the claimed user
     Index("ix_audit_log_model", "model", "id"),
 )
 
@@ -159,6 +164,8 @@ task_runs = Table(
     Column("error", Text, nullable=True),
     Column("task_values", Text, nullable=True),  # JSON returned by the task
     Column("log_path", Text, nullable=True),
+    # BOOT:PGID:START of the running attempt's process group: recovery kills what is left
+    Column("process", String(128), nullable=True),
     UniqueConstraint("run_id", "task", name="uq_task_runs_run_task"),
 )
 
