@@ -67,14 +67,14 @@ class TaskSpec(_Strict):
     @field_validator("key")
     @classmethod
     def _key(cls, value: str) -> str:
-        if not _KEY.match(value):
+        if not _KEY.fullmatch(value):
             raise ValueError(f"task key {value!r} is not valid: letters, digits, '_' and '-'")
         return value
 
     @field_validator("python")
     @classmethod
     def _callable(cls, value: str | None) -> str | None:
-        if value is not None and not _CALLABLE.match(value):
+        if value is not None and not _CALLABLE.fullmatch(value):
             raise ValueError(f"python {value!r} is not 'module:function' (e.g. pkg.mod:train)")
         return value
 
