@@ -32,7 +32,8 @@ from lakeforge.lakehouse._arrow import (
 )
 from lakeforge.lakehouse._names import TableName
 from lakeforge.lakehouse._sql import connect
-from lakeforge.lakehouse._tables import Lakehouse, WriteResult, _check_unique
+from lakeforge.lakehouse._tables import Lakehouse
+from lakeforge.lakehouse._writes import WriteResult, check_unique
 
 FEATURE_TABLE_KEY = b"lakeforge.feature_table"
 TIMESTAMP_KEY = b"lakeforge.timestamp_key"
@@ -343,7 +344,7 @@ def _prepare(
                 "be null"
             )
     if sequence_by is None:
-        _check_unique(rows, keys, table)
+        check_unique(rows, keys, table)
         return rows
     column = rows.column(sequence_by)
     missing = column.null_count
