@@ -80,7 +80,9 @@ def git_init(folder: Path) -> str:
         "GIT_COMMITTER_NAME": "t",
         "GIT_COMMITTER_EMAIL": "t@example.com",
     }
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "init"]):
+    steps = (["init", "-q"], ["branch", "-M", "main"], ["add", "-A"])
+    # `lakeforge init` may have committed already: this commit may then be empty
+    for args in (*steps, ["commit", "-q", "--allow-empty", "-m", "init"]):
         subprocess.run(["git", *args], cwd=folder, check=True, env=env)
     return subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=folder, check=True, capture_output=True, text=True

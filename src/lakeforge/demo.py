@@ -114,6 +114,8 @@ def train_model(ws: Workspace, console: Console) -> None:
             model,
             MODEL,
             input_example=train[FEATURES].head(5),
+            description="Predicts whether a flight arrives more than 15 minutes late, from "
+            "its schedule and departure delay.",
             # skops asks to trust this reviewed type explicitly; the model is our own.
             skops_trusted_types=[
                 "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
@@ -127,27 +129,60 @@ def train_model(ws: Workspace, console: Console) -> None:
     commit = lineage.commit[:12] if lineage.commit else "none (not a git checkout)"
     console.print(f"  lineage: commit {commit}, data {lineage.data_versions}")
     deployment = ws.deploy(MODEL, version.version, reason="first model of the demo")
-    for result in deployment.report.results:
+    report = deployment.report
+    for result in report.results if report else []:
         mark = "pass" if result.passed else "FAIL"
         console.print(f"  validation {mark}: {result.check}: {result.message}")
     console.print(
         f"  deployment: {deployment.outcome} (policy: approval {ws.target.deployment.approval})"
     )
-    if deployment.outcome != "champion":  # e.g. latency measured on a very busy machine
-        console.print(
-            f"  [yellow]not promoted[/yellow]: {', '.join(deployment.report.failed_checks)}"
-        )
+    if deployment.outcome != "champion" and report:  # e.g. latency on a very busy machine
+        console.print(f"  [yellow]not promoted[/yellow]: {', '.join(report.failed_checks)}")
     copied = ws.models.copy(f"{MODEL}/{version.version}", to="staging", reason="deploy-models demo")
     console.print(
         f"  copied to staging as {copied.name} v{copied.version}; prod needs a manual "
-        "approval (lakeforge approvals approve ID)"
+        "approval (lakeforge -t prod approvals approve ID)"
     )
+    prod_gate(ws, console, f"{copied.name}/{copied.version}")
     for event in ws.models.history(MODEL):
         console.print(
             f"  history: {event.alias} -> v{event.to_version} by {event.actor} ({event.reason})"
         )
     kinds = sorted({event.type for event in ws.events.list(limit=1000)})
     console.print(f"  events in dev's outbox, for webhooks and jobs: {', '.join(kinds)}")
+
+
+def prod_gate(ws: Workspace, console: Console, staged: str) -> None:
+    """prod's manual gate: a direct champion move is refused; a second person approves."""
+    from lakeforge.deployment import outcome_line
+
+    claimed = os.environ.get("LAKEFORGE_USER")
+    prod = connect("prod", project_dir=ws.project.directory)
+    try:
+        os.environ["LAKEFORGE_USER"] = "ada"  # the ML engineer
+        copied = ws.models.copy(staged, to="prod", reason="release 1")
+        name, version = copied.name, int(copied.version)
+        try:
+            prod.models.set_alias(name, "champion", version)
+        except LakeforgeError as refused:
+            console.print(f"  prod gate: ada moves champion directly -> refused: {refused.message}")
+        deployment = prod.deploy(name, version, reason="release 1")
+        console.print(
+            f"  prod gate: ada deploys {name} v{version}: {outcome_line(deployment, 'prod')}"
+        )
+        if deployment.request is not None:
+            os.environ["LAKEFORGE_USER"] = "grace"  # in group ml-leads, prod's approvers
+            prod.approvals.approve(deployment.request.id, comment="reviewed the validation")
+            console.print(
+                f"  prod gate: approved by grace: {name} v{prod.models.aliases(name)['champion']} "
+                "is prod's champion"
+            )
+    finally:
+        prod.close()
+        if claimed is None:
+            os.environ.pop("LAKEFORGE_USER", None)
+        else:
+            os.environ["LAKEFORGE_USER"] = claimed
 
 
 DEMO_POLICY = """\
@@ -172,12 +207,15 @@ DEMO_POLICY = """\
 
 
 def _use_demo_policy(project: Path) -> None:
-    """Give dev a policy that also compares with the champion on held-out months."""
+    """Give dev a policy that also compares with the champion on held-out months, and
+    prod an approver (grace)."""
     file = project / "lakeforge.yaml"
     text = file.read_text()
     start = text.index("    deployment:", text.index("  dev:"))
     end = text.index("  staging:")
-    file.write_text(text[:start] + DEMO_POLICY + text[end:])
+    text = text[:start] + DEMO_POLICY + text[end:]
+    start = text.index("  ml-leads: [")
+    file.write_text(text[:start] + "  ml-leads: [grace]" + text[text.index("]", start) + 1 :])
 
 
 def _commit(folder: Path) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 
 import lakeforge
 from lakeforge import Workspace
@@ -44,6 +44,21 @@ targets:
           model_type: classifier
           metrics: {roc_auc: {min_improvement: 0.0, max_regression: 0.02}}
           baseline: heuristic
+      models:                       # per-model rules, first match wins
+        "dev.ml.reg_*":             # a regressor: its own held-out data and metrics
+          approval: auto
+          validation:
+            checks: {signature: true, description: true}
+            champion:
+              sql: >
+                SELECT dep_delay, distance, hour, arr_delay::DOUBLE AS arr_delay
+                FROM dev.silver.holdout WHERE arr_delay IS NOT NULL
+              label: arr_delay
+              model_type: regressor
+              metrics: {rmse: {max_regression: 1.0}}
+              baseline: heuristic
+        "dev.ml.autoroll_*":
+          rollback: auto
   staging:
     promote_from: [dev]
     deployment:
@@ -80,6 +95,7 @@ def train(
     quality: str = "good",
     tags: dict[str, str] | None = None,
     extra_column: str | None = None,
+    description: str | None = "Late-arrival classifier for the deployment tests.",
 ) -> int:
     """Register a version: ``good`` learns from the data, ``bad`` from shuffled labels."""
     with ws.start_run("train", autolog=True):
@@ -94,5 +110,22 @@ def train(
         if quality == "bad":
             y = pd.Series(np.random.default_rng(0).permutation(y.to_numpy()))
         model = LogisticRegression(max_iter=300).fit(X, y)
-        version = ws.log_model(model, name, input_example=X.head(3), tags=tags)
+        version = ws.log_model(
+            model, name, input_example=X.head(3), tags=tags, description=description
+        )
+    return int(version.version)
+
+
+def train_regressor(ws: Workspace, name: str) -> int:
+    """Register a regressor of the arrival delay, described by a person."""
+    with ws.start_run("train-regressor", autolog=False):
+        df = ws.sql(
+            "SELECT dep_delay, distance, hour, arr_delay::DOUBLE AS arr_delay "
+            "FROM dev.silver.flights WHERE arr_delay IS NOT NULL"
+        ).to_pandas()
+        X = df[FEATURES].astype("float64")
+        model = LinearRegression().fit(X, df["arr_delay"])
+        version = ws.log_model(
+            model, name, input_example=X.head(3), description="Arrival delay in minutes."
+        )
     return int(version.version)

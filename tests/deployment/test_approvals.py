@@ -144,13 +144,16 @@ def test_two_approvers_racing_produce_exactly_one_decision(
 
 
 @pytest.mark.postgres
-def test_racing_approvers_on_the_postgres_state_store(tmp_path: Path, pg_url: str) -> None:
+def test_racing_approvers_on_the_postgres_state_store(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = tmp_path / "pg"
     folder.mkdir()
     (folder / "lakeforge.yaml").write_text(
         f"name: pgcd\ntargets:\n  dev:\n    state_store: {pg_url}\n"
-        "    deployment: {approval: manual, validation: {mode: disabled}}\n"
+        "    deployment: {approval: manual, approvers: [bob], validation: {mode: disabled}}\n"
     )
+    monkeypatch.setenv("LAKEFORGE_USER", "bob")
     with lakeforge.connect("dev", project_dir=folder) as ws:
         ws.tables.write("dev.silver.flights", cd_ws_flights())
         version = train(ws, "dev.ml.pgrace")

@@ -77,3 +77,17 @@ def test_validating_a_missing_version_is_an_error(cd_ws: Workspace) -> None:
         ModelNotFoundError, match=r"dev.ml.v_missing has no version 42 \(versions: 1\)"
     ):
         cd_ws.validate("dev.ml.v_missing", 42)
+
+
+def test_the_description_check_wants_words_written_by_a_person(cd_ws: Workspace) -> None:
+    """Lakeforge's own 'Trained by run ...' and 'Validation ...' lines do not count."""
+    policy = ValidationPolicy(checks=Checks(description=True))
+    bare = train(cd_ws, "dev.ml.v_words", tags={"team": "x"}, description=None)
+    assert cd_ws.models.version("dev.ml.v_words", bare).description.startswith("Trained by run")
+    [first] = cd_ws.validate("dev.ml.v_words", bare, policy=policy).results
+    assert not first.passed and "no description written by a person" in first.message
+    [again] = cd_ws.validate("dev.ml.v_words", bare, policy=policy).results  # after a
+    assert not again.passed  # validation line was appended to the description
+    described = train(cd_ws, "dev.ml.v_words", tags={"team": "x"}, description="Late arrivals.")
+    [ok] = cd_ws.validate("dev.ml.v_words", described, policy=policy).results
+    assert ok.passed

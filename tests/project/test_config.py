@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,105 @@ def test_conventional_links_apply_per_target_when_left_out(tmp_path: Path) -> No
     alone = Project.load(write(tmp_path / "q", "name: q\ntargets:\n  dev: {}\n  staging: {}\n"))
     assert alone.target("dev").read_from == ()  # no prod to read from
     assert alone.target("staging").promote_from == ("dev",)
+
+
+def test_a_manual_policy_without_approvers_is_refused_at_load(tmp_path: Path) -> None:
+    """Fail closed: nobody named means nobody could approve; the field is named."""
+    text = "name: p\ndefault_target: prod\ntargets:\n  prod:\n    deployment: {approval: manual}\n"
+    with pytest.raises(
+        ConfigError, match=r"targets\.prod\.deployment\.approvers: approval is manual"
+    ):
+        parse_config(tmp_path / "lakeforge.yaml", text)
+    empty_group = (
+        "name: p\ndefault_target: prod\ngroups: {leads: []}\ntargets:\n  prod:\n"
+        "    deployment: {approval: manual, approvers: [group:leads]}\n"
+    )
+    with pytest.raises(ConfigError, match="no approver is named"):
+        parse_config(tmp_path / "lakeforge.yaml", empty_group)
+    rule = (
+        "name: p\ndefault_target: prod\ntargets:\n  prod:\n    deployment:\n      models:\n"
+        "        'prod.ml.risky_*': {approval: manual}\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"targets\.prod\.deployment\.models\['prod\.ml\.risky_\*'\]\.approvers"
+    ):
+        parse_config(tmp_path / "lakeforge.yaml", rule)
+
+
+POLICIES = """
+name: p
+default_target: prod
+targets:
+  prod:
+    deployment:
+      approval: manual
+      approvers: [alice]
+      validation:
+        checks: {signature: true, metrics: {test_accuracy: {min: 0.9}}}
+        champion: {table: prod.gold.late, label: late, model_type: classifier}
+      models:
+        "prod.ml.delay_*":
+          rollback: auto
+          validation:
+            champion: {table: prod.gold.delays, label: arr_delay, model_type: regressor}
+"""
+
+
+def test_policies_per_model_fall_back_to_the_target_default(tmp_path: Path) -> None:
+    policy = parse_config(tmp_path / "lakeforge.yaml", POLICIES).targets["prod"].deployment
+    regressor = policy.for_model("prod.ml.delay_minutes")
+    assert regressor.source == "prod.ml.delay_*"
+    assert regressor.validation.champion is not None
+    assert regressor.validation.champion.model_type == "regressor"
+    assert regressor.validation.checks.signature  # left out: the default's checks
+    assert regressor.gated and regressor.approvers == ["alice"]
+    assert regressor.rollback_approval == "auto"
+    classifier = policy.for_model("prod.ml.late")
+    assert classifier.source == "default" and classifier.rollback_approval == "manual"
+    assert classifier.validation.champion is not None
+    assert classifier.validation.champion.table == "prod.gold.late"
+    assert classifier.describe("prod").startswith("targets.prod.deployment (the target default")
+
+
+def test_policy_errors_name_the_model_field_and_allowed_values(tmp_path: Path) -> None:
+    bare_bound = POLICIES.replace("{test_accuracy: {min: 0.9}}", "{test_accuracy: 0.9}")
+    with pytest.raises(ConfigError) as info:
+        parse_config(tmp_path / "lakeforge.yaml", bare_bound)
+    assert "checks.metrics.test_accuracy: a bound is a mapping with the key(s) min and/or max" in (
+        str(info.value)
+    )
+    bad_type = POLICIES.replace("model_type: regressor", "model_type: regression")
+    with pytest.raises(ConfigError) as info:
+        parse_config(tmp_path / "lakeforge.yaml", bad_type)
+    message = str(info.value)
+    assert "models.prod.ml.delay_*.validation.champion.model_type" in message
+    assert "'classifier' or 'regressor'" in message
+    with pytest.raises(ConfigError, match="must match a full model name catalog.schema.model"):
+        parse_config(tmp_path / "lakeforge.yaml", POLICIES.replace('"prod.ml.delay_*"', "delay_*"))
+
+
+def test_init_starts_a_git_repository_with_a_first_commit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lakeforge.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["init", "fresh", "--dir", str(tmp_path)])
+    assert exit_info.value.code == 0
+    assert "started a git repository with a first commit" in capsys.readouterr().out
+    log = subprocess.run(
+        ["git", "log", "--format=%s", "--name-only"],
+        cwd=tmp_path / "fresh",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "lakeforge init" in log and "lakeforge.yaml" in log
+    # inside an existing repository: no nested repository, and it says so
+    nested = lakeforge.init_project("inner", tmp_path / "fresh")
+    assert not (nested / ".git").exists()
+    from lakeforge.project._init import start_git
+
+    assert "inside the git repository" in start_git(nested)
+    # the prod gate of the template names an approver (the project loads)
+    assert Project.load(tmp_path / "fresh").target("prod").deployment.gated

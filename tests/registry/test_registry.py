@@ -188,3 +188,15 @@ def test_delete_version_refuses_aliased_versions_and_emits_an_event(
     assert exit_info.value.code == 0 and f"deleted {model} v3" in capsys.readouterr().out
     with pytest.raises(ModelNotFoundError, match="has no version 3"):
         ml_ws.models.version(model, 3)
+
+
+def test_model_name_errors_speak_of_models(ml_ws: Workspace) -> None:
+    with pytest.raises(
+        LakeforgeError, match=r"model name 'species' must have three parts.*dev\.ml\."
+    ):
+        ml_ws.models.versions("species")
+    with (
+        pytest.raises(LakeforgeError, match="model name 'species'"),
+        ml_ws.start_run("train", autolog=False),
+    ):
+        ml_ws.log_model(LogisticRegression().fit(X, Y), "species", input_example=X.head(2))

@@ -9,7 +9,8 @@ from rich.table import Table
 
 from lakeforge.cli._context import console, workspace
 from lakeforge.cli._models import app as models_app
-from lakeforge.deployment import Request, ValidationReport
+from lakeforge.cli._models import print_unapproved
+from lakeforge.deployment import Request, ValidationReport, outcome_line
 
 app = typer.Typer(help="Requests to make a version champion, and decisions.", no_args_is_help=True)
 
@@ -25,7 +26,7 @@ def _print_report(report: ValidationReport) -> None:
     verdict = "PASSED" if report.passed else "FAILED"
     console.print(
         f"{report.model} v{report.version}: {verdict} ({report.mode}, "
-        f"validation {report.validation_id})"
+        f"validation {report.validation_id}; policy: {report.policy})"
     )
 
 
@@ -56,20 +57,17 @@ def deploy(
     version: Annotated[int, typer.Argument(help="Version to deploy.")],
     reason: Annotated[str | None, typer.Option(help="Why; recorded with the alias moves.")] = None,
 ) -> None:
-    """validate -> request -> (auto-)approve -> champion, as the target's policy says."""
-    result = workspace(ctx).deploy(name, version, reason=reason)
-    _print_report(result.report)
-    if result.outcome == "champion":
-        console.print(f"{result.model} v{result.version} is now champion")
-    elif result.outcome == "awaiting_approval":
-        assert result.request is not None
-        console.print(
-            f"awaiting approval: request #{result.request.id} "
-            f"(lakeforge approvals approve {result.request.id})"
-        )
-    else:
-        console.print(f"[red]blocked by validation[/red]: {', '.join(result.report.failed_checks)}")
+    """validate -> request -> (auto-)approve -> champion, as the model's policy says."""
+    ws = workspace(ctx)
+    result = ws.deploy(name, version, reason=reason)
+    print_unapproved(ws.target.name, list(result.unapproved))
+    if result.report is not None:
+        _print_report(result.report)
+    line = f"{result.model} {outcome_line(result, ws.target.name)}"
+    if result.outcome == "blocked":
+        console.print(f"[red]{line}[/red]", markup=True, highlight=False)
         raise typer.Exit(code=1)
+    console.print(line, markup=False, highlight=False)
 
 
 def _print_requests(requests: list[Request]) -> None:
@@ -77,6 +75,7 @@ def _print_requests(requests: list[Request]) -> None:
         "id",
         "model",
         "version",
+        "kind",
         "status",
         "requested by",
         "requested",
@@ -97,6 +96,7 @@ def _print_requests(requests: list[Request]) -> None:
             str(r.id),
             r.model,
             str(r.version),
+            r.kind,
             r.status,
             r.requested_by,
             r.requested_at.isoformat(timespec="seconds"),

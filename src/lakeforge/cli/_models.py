@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from typing import Annotated
 
 import typer
@@ -87,6 +91,37 @@ def lineage(ctx: typer.Context, ref: RefArg) -> None:
         )
 
 
+Emergency = Annotated[
+    bool,
+    typer.Option(
+        "--emergency",
+        help="Break glass: move a gated champion without an approval (needs --reason; "
+        "audited, and an event is emitted).",
+    ),
+]
+
+
+def _warn_emergency(emergency: bool, target: str) -> None:
+    if emergency:
+        console.print(
+            f"[bold red]EMERGENCY[/bold red]: moving a gated alias in target {target} "
+            "without an approval; this is audited with your user and OS user"
+        )
+
+
+def print_unapproved(target: str, events: list[AliasEvent]) -> None:
+    """Warn about alias moves found made in MLflow directly (now in the history)."""
+    for event in events:
+        before = "none" if event.from_version is None else f"v{event.from_version}"
+        after = "removed" if event.to_version is None else f"v{event.to_version}"
+        console.print(
+            f"[bold red]UNAPPROVED[/bold red] {event.model}@{event.alias}: {before} -> "
+            f"{after} was moved outside Lakeforge (recorded; see lakeforge -t {target} "
+            f"models history {event.model})",
+            highlight=False,
+        )
+
+
 @app.command()
 def alias(
     ctx: typer.Context,
@@ -95,15 +130,22 @@ def alias(
     version: Annotated[int | None, typer.Argument(help="Version to point the alias at.")] = None,
     delete: Annotated[bool, typer.Option("--delete", help="Remove the alias.")] = False,
     reason: Reason = None,
+    emergency: Emergency = False,
 ) -> None:
-    """Set, move or remove an alias (moving champion makes the old one previous)."""
-    registry = workspace(ctx).models
+    """Set, move or remove an alias (moving champion makes the old one previous).
+
+    On a gated target (approval: manual) champion and previous move only through
+    `models deploy` and `approvals approve`, or with --emergency --reason.
+    """
+    ws = workspace(ctx)
+    registry = ws.models
+    _warn_emergency(emergency, ws.target.name)
     if delete:
-        _print_events([registry.remove_alias(name, alias, reason=reason)])
+        _print_events([registry.remove_alias(name, alias, reason=reason, emergency=emergency)])
         return
     if version is None:
         raise typer.BadParameter("give a VERSION, or --delete", param_hint="VERSION")
-    events = registry.set_alias(name, alias, version, reason=reason)
+    events = registry.set_alias(name, alias, version, reason=reason, emergency=emergency)
     if events:
         _print_events(events)
     else:
@@ -111,34 +153,71 @@ def alias(
 
 
 @app.command()
-def rollback(ctx: typer.Context, name: NameArg, reason: Reason = None) -> None:
-    """Move champion back to the previous version."""
-    _print_events(workspace(ctx).models.rollback(name, reason=reason))
+def rollback(
+    ctx: typer.Context, name: NameArg, reason: Reason = None, emergency: Emergency = False
+) -> None:
+    """Move champion back to the previous version (on a gated target: a rollback request)."""
+    from lakeforge.deployment import rollback as roll_back
+
+    ws = workspace(ctx)
+    if emergency:
+        _warn_emergency(emergency, ws.target.name)
+        _print_events(ws.models.rollback(name, reason=reason, emergency=True))
+        return
+    result = roll_back(ws, name, reason=reason)
+    _print_events(list(result.moves))
+    request = result.request
+    if request is not None and request.status == "pending":
+        console.print(
+            f"rollback requested: request #{request.id} (an approver runs: "
+            f"lakeforge -t {ws.target.name} approvals approve {request.id})",
+            highlight=False,
+        )
+    elif request is not None:
+        console.print(f"rollback request #{request.id} {request.status} by {request.decided_by}")
 
 
 @app.command()
 def history(ctx: typer.Context, name: NameArg) -> None:
-    """Every alias move and approval decision of a model: who, when, what and why."""
+    """Every alias move and approval decision of a model: who, when, what and why.
+
+    Aliases moved in MLflow directly are found first and shown as unapproved moves.
+    """
     ws = workspace(ctx)
+    print_unapproved(ws.target.name, ws.models.check_drift(name))
     rows = [
         (
             e.at,
-            e.alias,
+            e.alias if e.how in ("direct", "approval") else f"{e.alias} ({_HOW[e.how]})",
             f"{'none' if e.from_version is None else f'v{e.from_version}'} -> "
             f"{'removed' if e.to_version is None else f'v{e.to_version}'}",
-            e.actor,
+            _who(e.actor, e.os_user),
             e.reason or "",
         )
         for e in ws.models.history(name)
     ]
     rows += [
-        (a.at, f"{a.action} #{a.request_id}", f"v{a.version} {a.outcome}", a.actor, a.detail or "")
+        (
+            a.at,
+            f"{a.action} #{a.request_id}" if a.request_id else a.action,
+            f"v{a.version} {a.outcome}",
+            _who(a.actor, a.os_user),
+            a.detail or "",
+        )
         for a in ws.approvals.audit(name)
     ]
     table = Table("when", "what", "change", "who", "why", header_style="bold cyan")
     for at, what, change, who, why in sorted(rows, key=lambda row: row[0]):
         table.add_row(at.isoformat(timespec="seconds"), what, change, who, why)
     console.print(table)
+
+
+_HOW = {"emergency": "EMERGENCY", "outside": "UNAPPROVED, outside Lakeforge"}
+
+
+def _who(actor: str, os_user: str | None) -> str:
+    """The claimed user, and the OS user when it differs."""
+    return actor if os_user in (None, actor) else f"{actor} (OS user {os_user})"
 
 
 @app.command("delete-version")
@@ -198,7 +277,43 @@ def ui(
         "--port",
         str(port),
     ]
-    os.execv(sys.executable, command)  # MLflow's own server takes over this process
+    # MLflow's server starts workers and a job consumer, and exits on SIGTERM before they
+    # do: run it as a process group of its own, signal the group, and end what is left.
+    server = subprocess.Popen(command, start_new_session=True)
+    stopped: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        stopped.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = server.wait()
+    finally:
+        _end_group(server.pid)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not stopped and code:
+        raise typer.Exit(code if code > 0 else 1)
+
+
+def _end_group(pgid: int, grace_s: float = 5.0) -> None:
+    """End what is left of process group ``pgid``: SIGTERM, then SIGKILL after ``grace_s``."""
+    from lakeforge.jobs._process import _live_members as live_members
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace_s
+        while live_members(pgid):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        else:
+            return
 
 
 def _ms(timestamp: int | None) -> str:

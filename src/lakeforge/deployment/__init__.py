@@ -8,7 +8,7 @@ from lakeforge.deployment._approvals import (
     Request,
 )
 from lakeforge.deployment._checks import CheckResult
-from lakeforge.deployment._deploy import Deployment, deploy
+from lakeforge.deployment._deploy import Deployment, Rollback, deploy, outcome_line, rollback
 from lakeforge.deployment._validate import RESULTS_TABLE, ValidationReport, validate
 
 __all__ = [
@@ -20,7 +20,10 @@ __all__ = [
     "CheckResult",
     "Deployment",
     "Request",
+    "Rollback",
     "ValidationReport",
     "deploy",
+    "outcome_line",
+    "rollback",
     "validate",
 ]

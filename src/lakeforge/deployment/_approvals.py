@@ -18,7 +18,8 @@ from sqlalchemy import Connection, insert, select, update
 from lakeforge._identity import current_user
 from lakeforge.errors import LakeforgeError, PermissionDeniedError
 from lakeforge.events import APPROVAL_DECIDED, APPROVAL_REQUESTED, Outbox
-from lakeforge.registry import CHAMPION
+from lakeforge.registry import CHAMPION, PREVIOUS, ApprovalGrant
+from lakeforge.registry._audit import write_audit
 from lakeforge.state import approval_requests, as_utc, audit_log
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from lakeforge.state import StateStore
 
 Status = Literal["pending", "approved", "rejected"]
+Kind = Literal["promote", "rollback"]
 AUTO_APPROVER = "lakeforge:auto-approval"
 ARCHIVED_TAG = "archived"
 _ACTIONS = {"approved": "approve", "rejected": "reject"}
@@ -39,7 +41,10 @@ class ApprovalError(LakeforgeError):
 
 @dataclass(frozen=True)
 class Request:
-    """A request to make ``model`` version ``version`` the champion of ``target``."""
+    """A request to make ``model`` version ``version`` the champion of ``target``.
+
+    ``kind`` is ``rollback`` for a request to return to the ``previous`` version.
+    """
 
     id: int
     model: str
@@ -52,6 +57,7 @@ class Request:
     decided_by: str | None
     decided_at: datetime | None
     comment: str | None
+    kind: Kind = "promote"
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,7 @@ class AuditEntry:
     version: int | None
     request_id: int | None
     detail: str | None
+    os_user: str | None = None
 
 
 class Approvals:
@@ -82,7 +89,15 @@ class Approvals:
 
     # -- requests -------------------------------------------------------------------------
 
-    def request(self, name: str, version: int, report: ValidationReport | None = None) -> Request:
+    def request(
+        self,
+        name: str,
+        version: int,
+        report: ValidationReport | None = None,
+        *,
+        kind: Kind = "promote",
+        reason: str | None = None,
+    ) -> Request:
         """Ask for ``version`` to become champion; an open request for it is returned as is."""
         mv = self.registry.version(name, version)
         model, number = mv.name, int(mv.version)
@@ -108,11 +123,13 @@ class Approvals:
                     requested_by=actor,
                     requested_at=datetime.now(UTC),
                     validation=summary,
+                    kind=kind,
                 )
             ).inserted_primary_key
             assert inserted is not None
             request_id = int(inserted[0])
-            self._audit(conn, actor, "request", "done", model, number, request_id, None)
+            detail = reason if kind == "promote" else f"rollback: {reason or 'no reason given'}"
+            self._audit(conn, actor, "request", "done", model, number, request_id, detail)
             Outbox(self.state).emit(
                 APPROVAL_REQUESTED,
                 model,
@@ -120,12 +137,30 @@ class Approvals:
                     "request_id": request_id,
                     "version": number,
                     "target": self.target.name,
+                    "kind": kind,
                     "validation_passed": None if report is None else report.passed,
                 },
                 actor=actor,
                 conn=conn,
             )
         return self.get(int(request_id))
+
+    def request_rollback(self, name: str, *, reason: str | None = None) -> Request:
+        """Ask to return ``champion`` to ``previous`` on a gated target.
+
+        With ``rollback: auto`` in the model's policy the request is approved at once
+        (by ``lakeforge:auto-approval``); with ``manual`` it waits for an approver.
+        """
+        model = self.registry.model_name(name)
+        aliases = self.registry.aliases(model)
+        if PREVIOUS not in aliases:
+            raise LakeforgeError(f"cannot roll back {model}: it has no {PREVIOUS!r} version")
+        champion = aliases.get(CHAMPION)
+        why = f"from v{champion} to v{aliases[PREVIOUS]}" + (f": {reason}" if reason else "")
+        request = self.request(model, aliases[PREVIOUS], kind="rollback", reason=why)
+        if self.registry.policy(model).rollback_approval == "auto":
+            return self.approve(request.id, comment="rollback: auto policy", system=True)
+        return request
 
     def get(self, request_id: int) -> Request:
         with self.state.connect_engine().connect() as conn:
@@ -158,7 +193,7 @@ class Approvals:
         return self._decide(request_id, "approved", comment, system=system)
 
     def reject(self, request_id: int, *, comment: str | None = None) -> Request:
-        """Reject: the version is tagged ``archived`` and never promoted by this request."""
+        """Reject: the version is tagged ``archived`` (not for a rollback request)."""
         return self._decide(request_id, "rejected", comment, system=False)
 
     def _decide(
@@ -188,12 +223,18 @@ class Approvals:
                     f"approval request #{request_id} was already {current.status} by "
                     f"{current.decided_by} at {current.decided_at}; it cannot be decided twice"
                 )
-            reason = f"approval #{request_id}" + (f": {comment}" if comment else "")
+            what = "rollback approval" if request.kind == "rollback" else "approval"
+            reason = f"{what} #{request_id}" + (f": {comment}" if comment else "")
             if decision == "approved":
                 self.registry.set_alias(
-                    request.model, CHAMPION, request.version, reason=reason, conn=conn
+                    request.model,
+                    CHAMPION,
+                    request.version,
+                    reason=reason,
+                    conn=conn,
+                    grant=ApprovalGrant(request_id),
                 )
-            else:
+            elif request.kind == "promote":  # a rejected rollback leaves its version be
                 self.registry.client.set_model_version_tag(
                     request.model, str(request.version), ARCHIVED_TAG, "true"
                 )
@@ -222,8 +263,8 @@ class Approvals:
         return self.get(request_id)
 
     def _authorize(self, request: Request, actor: str, decision: Status) -> None:
-        policy = self.target.deployment
-        allowed = self.approvers()
+        policy = self.registry.policy(request.model)
+        allowed = self.approvers(request.model)
         problem = None
         if policy.approvers and actor not in allowed:  # an empty group admits nobody
             problem = (
@@ -250,10 +291,15 @@ class Approvals:
             )
         raise PermissionDeniedError(problem)
 
-    def approvers(self) -> set[str]:
-        """The users the policy names, groups expanded (no ``approvers`` in the policy: anyone)."""
+    def approvers(self, model: str | None = None) -> set[str]:
+        """The users ``model``'s policy (default: the target's) names, groups expanded.
+
+        An ``approval: auto`` policy may name none (then anyone may decide); a manual one
+        must name someone, or the project does not load.
+        """
+        policy = self.target.deployment if model is None else self.registry.policy(model)
         users: set[str] = set()
-        for entry in self.target.deployment.approvers:
+        for entry in policy.approvers:
             if entry.startswith("group:"):
                 users |= set(self.project.config.groups.get(entry.removeprefix("group:"), []))
             else:
@@ -273,17 +319,15 @@ class Approvals:
         request_id: int | None,
         detail: str | None,
     ) -> None:
-        conn.execute(
-            insert(audit_log).values(
-                at=datetime.now(UTC),
-                actor=actor,
-                action=action,
-                outcome=outcome,
-                model=model,
-                version=version,
-                request_id=request_id,
-                detail=detail,
-            )
+        write_audit(
+            conn,
+            actor=actor,
+            action=action,
+            outcome=outcome,
+            model=model,
+            version=version,
+            request_id=request_id,
+            detail=detail,
         )
 
     def audit(self, model: str | None = None) -> builtins.list[AuditEntry]:
@@ -303,6 +347,7 @@ class Approvals:
                     r.version,
                     r.request_id,
                     r.detail,
+                    r.os_user,
                 )
                 for r in conn.execute(query)
             ]
@@ -321,4 +366,5 @@ def _request(row: Any) -> Request:
         decided_by=row.decided_by,
         decided_at=None if row.decided_at is None else as_utc(row.decided_at),
         comment=row.comment,
+        kind=row.kind or "promote",
     )

@@ -4,12 +4,21 @@ size, latency and forbidden feature columns."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lakeforge.project._policy import Bounds, Checks
+
+# Lines Lakeforge writes into a version's description: log_model's default, validation
+# results, and copies between targets. A description check wants a person's words.
+_GENERATED = re.compile(
+    r"^(Trained by run \S+ at commit .+ on .*"
+    r"|Validation [0-9a-f]{12} \((enabled|dry_run|disabled), .*\): .*"
+    r"|Copied from \S+ \(target \S+\).*)$"
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,12 @@ def within(value: float, bounds: Bounds) -> bool:
     )
 
 
+def human_description(text: str) -> str:
+    """``text`` without the lines Lakeforge writes itself (training, validation, copy)."""
+    lines = [line for line in text.splitlines() if not _GENERATED.match(line.strip())]
+    return "\n".join(lines).strip()
+
+
 def input_columns(signature: Any) -> list[str]:
     """Column names of a model signature's inputs (empty for tensor signatures)."""
     if signature is None or signature.inputs is None:
@@ -74,10 +89,17 @@ def run_compliance(candidate: Candidate, checks: Checks) -> list[CheckResult]:
             )
         )
     if checks.description:
-        has = bool(candidate.description.strip())
+        has = bool(human_description(candidate.description))
         results.append(
             CheckResult(
-                "description", has, "has a description" if has else "the version has no description"
+                "description",
+                has,
+                "has a description written by a person"
+                if has
+                else "the version has no description written by a person (Lakeforge's own "
+                "'Trained by run', 'Validation' and 'Copied from' lines do not count): pass "
+                "log_model(..., description=...) or set it with MlflowClient()"
+                ".update_model_version(name, version, description=...)",
             )
         )
     if checks.signature:
@@ -103,11 +125,20 @@ def run_compliance(candidate: Candidate, checks: Checks) -> list[CheckResult]:
         commit = merged.get("lakeforge.git.commit")
         data = json.loads(merged.get("lakeforge.data_versions", "{}") or "{}")
         missing = [w for w, ok in (("code commit", commit), ("data versions", data)) if not ok]
+        fixes = {
+            "code commit": "the training run was not in a git repository with a commit: run "
+            "`git init && git add -A && git commit -m init` in the project folder, then "
+            "train again",
+            "data versions": "the run read no Lakeforge table: read the training data with "
+            "ws.tables.read or ws.sql inside `with ws.start_run(...)`",
+        }
         results.append(
             CheckResult(
                 "lineage",
                 not missing,
-                f"lineage lacks the {' and the '.join(missing)}"
+                f"lineage lacks the {' and the '.join(missing)} ("
+                + "; ".join(fixes[m] for m in missing)
+                + ")"
                 if missing
                 else f"commit {str(commit)[:12]}, data {data}",
             )

@@ -152,7 +152,18 @@ def compare(
     if data.empty:
         return [CheckResult("champion:data", False, "held-out data has no labelled rows")]
     X, y = data[columns], data[policy.label]
-    mine = score(load_scorer(candidate), X, y, policy.model_type)
+    try:
+        mine = score(load_scorer(candidate), X, y, policy.model_type)
+    except (ValueError, TypeError) as exc:  # e.g. a regressor under a classifier's policy
+        return [
+            CheckResult(
+                "champion:score",
+                False,
+                f"cannot score the version as a {policy.model_type} on the held-out data "
+                f"(label {policy.label!r}): {exc}; is this the policy meant for this model? "
+                "(targets.<t>.deployment.models gives a model its own)",
+            )
+        ]
     results: list[CheckResult] = []
     unknown = [k for k in (*policy.metrics, *policy.absolute) if k not in mine]
     if unknown:

@@ -61,6 +61,8 @@ class ValidationReport:
     mode: Mode
     validation_id: str
     results: list[CheckResult] = field(default_factory=list)
+    policy: str = "given by the caller"
+    """Which policy was applied, as a path in ``lakeforge.yaml``."""
 
     @property
     def passed(self) -> bool:
@@ -79,6 +81,7 @@ class ValidationReport:
         return {
             "validation_id": self.validation_id,
             "mode": self.mode,
+            "policy": self.policy,
             "passed": self.passed,
             "failed_checks": self.failed_checks,
             "results": [asdict(r) for r in self.results],
@@ -93,12 +96,19 @@ def validate(
     mode: Mode | None = None,
     policy: ValidationPolicy | None = None,
 ) -> ValidationReport:
-    """Run the target's validation policy on ``name`` version ``version`` and record it."""
-    policy = policy or ws.target.deployment.validation
-    mode = mode or policy.mode
+    """Run the model's validation policy on ``name`` version ``version`` and record it.
+
+    The policy is the model's rule in ``targets.<t>.deployment.models`` (first matching
+    pattern) or the target default; the report names which one.
+    """
     registry = ws.models
     mv = registry.version(name, version)
-    report = ValidationReport(mv.name, int(mv.version), mode, uuid.uuid4().hex[:12])
+    source = "given by the caller"
+    if policy is None:
+        effective = registry.policy(mv.name)
+        policy, source = effective.validation, effective.describe(ws.target.name)
+    mode = mode or policy.mode
+    report = ValidationReport(mv.name, int(mv.version), mode, uuid.uuid4().hex[:12], policy=source)
     if mode == "disabled":
         return report
     import mlflow

@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lakeforge.errors import ConfigError
-from lakeforge.events._config import WebhookConfig
+from lakeforge.events._config import SECRET_SOURCES, WebhookConfig
 from lakeforge.project._jobs import JobSpec, TableSpec
 from lakeforge.project._policy import DeploymentPolicy
 from lakeforge.serving._spec import EndpointSpec
@@ -22,7 +22,7 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def check_name(value: str, what: str) -> str:
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         raise ValueError(
             f"{what} {value!r} is not valid: use lowercase letters, digits and '_', "
             "starting with a letter (at most 63 characters)"
@@ -173,13 +173,7 @@ class ProjectConfig(BaseModel):
                             f"targets.{name}.{field}: names unknown target {other!r} "
                             f"(allowed: {', '.join(allowed)})"
                         )
-            for approver in target.deployment.approvers:
-                group = approver.removeprefix("group:")
-                if approver.startswith("group:") and group not in self.groups:
-                    raise ValueError(
-                        f"targets.{name}.deployment.approvers: unknown group {group!r} "
-                        f"(groups: {', '.join(self.groups) or 'none declared'})"
-                    )
+            self._check_approvers(name, target)
             catalog = target.catalog or name
             if catalog in catalogs:
                 raise ValueError(
@@ -196,6 +190,31 @@ class ProjectConfig(BaseModel):
                         f"{', '.join(unknown)} (jobs: {', '.join(self.jobs)})"
                     )
         return self
+
+    def _check_approvers(self, name: str, target: TargetConfig) -> None:
+        """Approver groups exist, and a manual policy names someone (fail closed)."""
+        for policy in target.deployment.effective():
+            field = f"targets.{name}.deployment" + (
+                "" if policy.source == "default" else f".models[{policy.source!r}]"
+            )
+            users: set[str] = set()
+            for approver in policy.approvers:
+                group = approver.removeprefix("group:")
+                if not approver.startswith("group:"):
+                    users.add(approver)
+                elif group not in self.groups:
+                    raise ValueError(
+                        f"{field}.approvers: unknown group {group!r} "
+                        f"(groups: {', '.join(self.groups) or 'none declared'})"
+                    )
+                else:
+                    users |= set(self.groups[group])
+            if policy.gated and not users:
+                raise ValueError(
+                    f"{field}.approvers: approval is manual but no approver is named, so "
+                    "nobody could approve (refused: a gate fails closed); name users or "
+                    "groups, e.g. approvers: [alice, group:ml-leads]"
+                )
 
 
 def _expand_env(node: Any) -> Any:
@@ -285,6 +304,16 @@ def _merge_resources(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
     return {**raw, "jobs": jobs} if jobs else raw
 
 
+def _webhook_secrets(raw: dict[str, Any]) -> dict[str, str]:
+    """Each webhook's ``secret`` as written (``${VAR}`` unexpanded), for error messages."""
+    hooks = raw.get("webhooks")
+    return {
+        str(hook["name"]): hook["secret"]
+        for hook in (hooks if isinstance(hooks, list) else [])
+        if isinstance(hook, dict) and "name" in hook and isinstance(hook.get("secret"), str)
+    }
+
+
 def parse_config(path: Path, text: str) -> ProjectConfig:
     """Parse and validate project-file text; errors name the file, field and bad value."""
     raw = _load_yaml(path, text)
@@ -293,8 +322,11 @@ def parse_config(path: Path, text: str) -> ProjectConfig:
             f"{path}: expected a mapping with at least 'name:', got {type(raw).__name__}",
             hint="see `lakeforge init` for a template",
         )
+    merged = _merge_resources(path, raw)
     try:
-        return ProjectConfig.model_validate(_expand_env(_merge_resources(path, raw)))
+        return ProjectConfig.model_validate(
+            _expand_env(merged), context={SECRET_SOURCES: _webhook_secrets(merged)}
+        )
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(path, exc)) from None
 

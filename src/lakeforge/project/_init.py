@@ -1,9 +1,14 @@
-"""``lakeforge init``: write a new project folder."""
+"""``lakeforge init``: write a new project folder and start its git repository."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
+from lakeforge._identity import current_user
 from lakeforge.errors import ConfigError
 from lakeforge.project._config import PROJECT_FILE, check_name
 
@@ -11,6 +16,9 @@ _TEMPLATE = """\
 # Lakeforge project file. Docs: README.md, "The project file".
 name: __NAME__
 default_target: dev
+
+groups:
+  ml-leads: [__USER__]            # who may approve in prod: add your reviewers
 
 targets:
   dev:
@@ -33,16 +41,16 @@ targets:
     root: .lakeforge/prod
     promote_from: [staging]
     deployment:
-      approval: manual            # `lakeforge approvals approve ID` moves champion
+      approval: manual            # `lakeforge -t prod approvals approve ID` moves champion
+      approvers: [group:ml-leads] # required with approval: manual
       separation_of_duties: true  # nobody approves their own request
-      # approvers: [alice, group:ml-leads]
+      rollback: manual            # a rollback is a request too (auto: approved at once)
       validation:
         mode: enabled
         checks: {signature: true, lineage: true, description: true}
         # champion: {sql: "SELECT ... FROM prod.gold.holdout", label: y,
         #            model_type: classifier, metrics: {roc_auc: {max_regression: 0.01}}}
 
-# groups: {ml-leads: [alice, bob]}
 # webhooks:
 #   - {name: chat, url: "https://hooks.example.com/lakeforge", secret: "${WEBHOOK_SECRET}",
 #      events: ["approval.*", "alias.moved"]}
@@ -54,8 +62,12 @@ targets:
 _GITIGNORE = ".lakeforge/\n"
 
 
-def init_project(name: str, parent: Path | None = None) -> Path:
-    """Create folder ``name`` under ``parent`` with a ``lakeforge.yaml``; return its path."""
+def init_project(name: str, parent: Path | None = None, *, git: bool = True) -> Path:
+    """Create folder ``name`` under ``parent`` with a ``lakeforge.yaml``; return its path.
+
+    With ``git`` the folder also becomes a git repository with a first commit (see
+    :func:`start_git`), so model lineage has a code commit from the first run.
+    """
     try:
         check_name(name, "project name")
     except ValueError as exc:
@@ -64,6 +76,44 @@ def init_project(name: str, parent: Path | None = None) -> Path:
     if (folder / PROJECT_FILE).exists():
         raise ConfigError(f"{folder / PROJECT_FILE} already exists; not overwriting it")
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / PROJECT_FILE).write_text(_TEMPLATE.replace("__NAME__", name))
+    text = _TEMPLATE.replace("__NAME__", name).replace("__USER__", json.dumps(current_user()))
+    (folder / PROJECT_FILE).write_text(text)
     (folder / ".gitignore").write_text(_GITIGNORE)
+    if git:
+        start_git(folder)
     return folder
+
+
+def start_git(folder: Path) -> str:
+    """Make ``folder`` a git repository with a first commit, unless git is missing or the
+    folder is already inside a repository; what was done, as a sentence."""
+    if shutil.which("git") is None:
+        return (
+            "git is not installed: model lineage records no code commit until the project "
+            "is committed to a git repository"
+        )
+
+    def git(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["git", *args], cwd=folder, capture_output=True, text=True, env=env, check=False
+        )
+
+    inside = git("rev-parse", "--show-toplevel")
+    if inside.returncode == 0:
+        return (
+            f"the project is inside the git repository {inside.stdout.strip()}: "
+            "commit it there (git add -A && git commit) so lineage has a code commit"
+        )
+    env = dict(os.environ)
+    if not git("config", "user.email").stdout.strip():  # no identity configured: use one
+        user = current_user()
+        env |= {"GIT_AUTHOR_NAME": user, "GIT_COMMITTER_NAME": user}
+        env |= {"GIT_AUTHOR_EMAIL": f"{user}@localhost", "GIT_COMMITTER_EMAIL": f"{user}@localhost"}
+    for args in (("init", "-q"), ("add", "-A"), ("commit", "-q", "-m", "lakeforge init")):
+        done = git(*args, env=env)
+        if done.returncode != 0:
+            return (
+                f"`git {' '.join(args)}` failed ({done.stderr.strip()}): run `git init && "
+                "git add -A && git commit -m init` in the project so lineage has a code commit"
+            )
+    return "started a git repository with a first commit (model lineage records the commit)"

@@ -1,9 +1,9 @@
 """The model registry per target: versions, aliases with promotion history, lineage, copies."""
 
+from lakeforge.registry._gate import CHAMPION, GATED_ALIASES, PREVIOUS, ApprovalGrant
 from lakeforge.registry._registry import (
     CHALLENGER,
-    CHAMPION,
-    PREVIOUS,
+    OUTSIDE_ACTOR,
     AliasEvent,
     Lineage,
     ModelNotFoundError,
@@ -13,8 +13,11 @@ from lakeforge.registry._registry import (
 __all__ = [
     "CHALLENGER",
     "CHAMPION",
+    "GATED_ALIASES",
+    "OUTSIDE_ACTOR",
     "PREVIOUS",
     "AliasEvent",
+    "ApprovalGrant",
     "Lineage",
     "ModelNotFoundError",
     "Registry",

@@ -8,7 +8,9 @@ Aliases with a meaning of their own:
 
 Moving ``champion`` moves the old champion to ``previous``. Every alias move is recorded
 in the state store (who, when, which alias, from and to which version, and why), which
-OSS MLflow does not do (mlflow#2169).
+OSS MLflow does not do (mlflow#2169). On a target whose policy is ``approval: manual``,
+``champion`` and ``previous`` move only through a decided approval request (or an
+audited emergency move); moves made in MLflow directly are found by ``check_drift``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import builtins
 import difflib
 import json
+import logging
 import re
 import tempfile
 from dataclasses import dataclass
@@ -24,10 +27,20 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, insert, select
 
-from lakeforge._identity import current_user
+from lakeforge._identity import current_user, os_user
 from lakeforge.errors import LakeforgeError, PermissionDeniedError
 from lakeforge.events import ALIAS_MOVED, MODEL_VERSION_CREATED, MODEL_VERSION_DELETED, Outbox
 from lakeforge.lakehouse import TableName
+from lakeforge.registry._audit import write_audit
+from lakeforge.registry._gate import (
+    CHAMPION,
+    GATED_ALIASES,
+    PREVIOUS,
+    ApprovalGrant,
+    check_emergency,
+    check_grant,
+    refuse,
+)
 from lakeforge.state import StateStore, alias_events, as_utc
 from lakeforge.tracking._lineage import (
     TAG_COPIED_FROM,
@@ -41,10 +54,11 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
     from lakeforge.project import Project, Target
+    from lakeforge.project._policy import EffectivePolicy
 
-CHAMPION = "champion"
 CHALLENGER = "challenger"
-PREVIOUS = "previous"
+OUTSIDE_ACTOR = "unknown (outside Lakeforge)"
+log = logging.getLogger("lakeforge.registry")
 _ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _REF = re.compile(r"^(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[A-Za-z0-9_-]+))$")
 
@@ -55,7 +69,7 @@ class ModelNotFoundError(LakeforgeError):
 
 @dataclass(frozen=True)
 class AliasEvent:
-    """One recorded alias move."""
+    """One recorded alias move; ``how``: direct, approval, emergency or outside."""
 
     model: str
     alias: str
@@ -64,6 +78,9 @@ class AliasEvent:
     actor: str
     reason: str | None
     at: datetime
+    os_user: str | None = None
+    how: str = "direct"
+    request_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -101,7 +118,7 @@ class Registry:
 
     def model_name(self, name: str) -> str:
         """A validated ``catalog.schema.model`` name (two parts get this target's catalog)."""
-        return str(TableName.parse(name, default_catalog=self.target.catalog))
+        return str(TableName.parse(name, default_catalog=self.target.catalog, kind="model"))
 
     def _model(self, name: str) -> Any:
         from mlflow.exceptions import MlflowException
@@ -209,6 +226,10 @@ class Registry:
 
     # -- aliases ------------------------------------------------------------------------
 
+    def policy(self, name: str) -> EffectivePolicy:
+        """The deployment policy of a model in this target (its ``models`` rule or default)."""
+        return self.target.deployment.for_model(self.model_name(name))
+
     def set_alias(
         self,
         name: str,
@@ -217,43 +238,63 @@ class Registry:
         *,
         reason: str | None = None,
         conn: Connection | None = None,
+        emergency: bool = False,
+        grant: ApprovalGrant | None = None,
     ) -> builtins.list[AliasEvent]:
-        """Point ``alias`` at ``version``; moving ``champion`` moves the old one to ``previous``."""
+        """Point ``alias`` at ``version``; moving ``champion`` moves the old one to ``previous``.
+
+        On a gated target ``champion`` and ``previous`` move only with the ``grant`` of a
+        decided approval request, or as an audited ``emergency`` move with a ``reason``.
+        """
         if not _ALIAS.fullmatch(alias):
             raise LakeforgeError(
                 f"alias {alias!r} is not valid: lowercase letters, digits, '_' and '-'"
             )
+        check_emergency(emergency, reason)
         target = self.version(name, version)
-        model = target.name
+        model, number = target.name, int(target.version)
         current = self.aliases(model)
-        events: builtins.list[AliasEvent] = []
         old = current.get(alias)
-        if alias == CHAMPION and old is not None and old != int(target.version):
-            events.append(
-                self._move(model, PREVIOUS, current.get(PREVIOUS), old, reason, conn=conn)
-            )
-        if old != int(target.version):
-            events.append(self._move(model, alias, old, int(target.version), reason, conn=conn))
+        if old == number:
+            return []
+        how: dict[str, Any] = {"conn": conn, "emergency": emergency, "grant": grant}
+        events = []
+        if alias == CHAMPION and old is not None:
+            self._gate(model, CHAMPION, number, action="set_alias", **how)  # before previous
+            events.append(self._move(model, PREVIOUS, current.get(PREVIOUS), old, reason, **how))
+        events.append(self._move(model, alias, old, number, reason, **how))
         return events
 
-    def remove_alias(self, name: str, alias: str, *, reason: str | None = None) -> AliasEvent:
+    def remove_alias(
+        self, name: str, alias: str, *, reason: str | None = None, emergency: bool = False
+    ) -> AliasEvent:
+        check_emergency(emergency, reason)
         model = self._model(name).name
         old = self.aliases(model).get(alias)
         if old is None:
             raise ModelNotFoundError(f"model {model} has no alias {alias!r}")
-        return self._move(model, alias, old, None, reason)
+        return self._move(model, alias, old, None, reason, emergency=emergency, action="remove")
 
-    def rollback(self, name: str, *, reason: str | None = None) -> builtins.list[AliasEvent]:
-        """Move ``champion`` back to ``previous`` (and ``previous`` to the demoted champion)."""
+    def rollback(
+        self, name: str, *, reason: str | None = None, emergency: bool = False
+    ) -> builtins.list[AliasEvent]:
+        """Move ``champion`` back to ``previous`` (and ``previous`` to the demoted champion).
+
+        On a gated target a rollback is an approval request
+        (:meth:`lakeforge.deployment.Approvals.request_rollback`); here it is refused
+        unless it is an ``emergency``.
+        """
+        check_emergency(emergency, reason)
         model = self._model(name).name
         current = self.aliases(model)
         if PREVIOUS not in current:
             raise LakeforgeError(f"cannot roll back {model}: it has no {PREVIOUS!r} version")
         why = reason or "rollback"
         demoted = current.get(CHAMPION)
-        events = [self._move(model, CHAMPION, demoted, current[PREVIOUS], why)]
+        how: dict[str, Any] = {"emergency": emergency, "action": "rollback"}
+        events = [self._move(model, CHAMPION, demoted, current[PREVIOUS], why, **how)]
         if demoted is not None:
-            events.append(self._move(model, PREVIOUS, current[PREVIOUS], demoted, why))
+            events.append(self._move(model, PREVIOUS, current[PREVIOUS], demoted, why, **how))
         return events
 
     def _move(
@@ -265,22 +306,65 @@ class Registry:
         reason: str | None,
         *,
         conn: Connection | None = None,
+        emergency: bool = False,
+        grant: ApprovalGrant | None = None,
+        action: str = "set_alias",
     ) -> AliasEvent:
         """Move an alias in MLflow; record it and its ``alias.moved`` event in one transaction.
 
-        With ``conn`` the record joins the caller's transaction (an approval decision).
+        Every alias move of Lakeforge comes here, so the gate is kept here: on a gated
+        target ``champion`` and ``previous`` move only with a valid ``grant`` (checked in
+        ``conn``, the approval decision's transaction) or as an ``emergency``; anything
+        else is refused and audited. With ``conn`` the record joins the caller's transaction.
         """
+        how = self._gate(
+            model, alias, new, conn=conn, emergency=emergency, grant=grant, action=action
+        )
         if new is None:
             self.client.delete_registered_model_alias(model, alias)
         else:
             self.client.set_registered_model_alias(model, alias, str(new))
-        event = AliasEvent(model, alias, old, new, current_user(), reason, datetime.now(UTC))
+        event = AliasEvent(
+            model,
+            alias,
+            old,
+            new,
+            current_user(),
+            reason,
+            datetime.now(UTC),
+            os_user=os_user(),
+            how=how,
+            request_id=None if grant is None else grant.request_id,
+        )
         if conn is None:
             with self.state.connect_engine().begin() as own:
                 self._record_move(own, event)
         else:
             self._record_move(conn, event)
         return event
+
+    def _gate(
+        self,
+        model: str,
+        alias: str,
+        new: int | None,
+        *,
+        conn: Connection | None,
+        emergency: bool,
+        grant: ApprovalGrant | None,
+        action: str,
+    ) -> str:
+        """How a move may be made (direct, approval or emergency); refuses and audits a
+        move of a gated alias that has neither a valid grant nor the emergency flag."""
+        how = "direct" if grant is None else "approval"
+        if alias in GATED_ALIASES and self.policy(model).gated:
+            if grant is not None:
+                check_grant(conn, model, alias, new, grant)
+            elif emergency:
+                how = "emergency"
+            else:
+                refuse(self.state, self.target.name, model, alias, new, action)
+        return how
 
     def _record_move(self, conn: Connection, event: AliasEvent) -> None:
         row = {
@@ -291,10 +375,78 @@ class Registry:
             "actor": event.actor,
             "reason": event.reason,
             "at": event.at,
+            "os_user": event.os_user,
+            "how": event.how,
+            "request_id": event.request_id,
         }
         conn.execute(insert(alias_events), [row])
         payload = {k: v for k, v in row.items() if k not in ("model", "actor", "at")}
+        if event.how == "emergency":
+            message = (
+                f"EMERGENCY move of gated {event.model}@{event.alias} to "
+                f"v{event.to_version} by {event.actor} (OS user {event.os_user}): {event.reason}"
+            )
+            log.warning(message)  # printed on stderr even where logging is not set up
+            write_audit(
+                conn,
+                actor=event.actor,
+                action=f"emergency {event.alias}",
+                outcome="done",
+                model=event.model,
+                version=event.to_version,
+                detail=event.reason,
+            )
         Outbox(self.state).emit(ALIAS_MOVED, event.model, payload, actor=event.actor, conn=conn)
+
+    def check_drift(self, name: str | None = None) -> builtins.list[AliasEvent]:
+        """Aliases moved in MLflow directly, behind Lakeforge's back, recorded as such.
+
+        Compares each alias in MLflow with the last recorded move of ``name`` (default:
+        every model with a recorded alias move, so a target without one costs no MLflow
+        call); a difference is recorded as an unapproved move by
+        ``unknown (outside Lakeforge)``, with an ``alias.moved`` event (``how: outside``).
+        """
+        if name:
+            models = [self._model(name)]
+        else:
+            with self.state.connect_engine().connect() as conn:
+                names = conn.execute(select(alias_events.c.model).distinct()).scalars().all()
+            models = [m for m in self.list() if m.name in set(names)] if names else []
+        found: builtins.list[AliasEvent] = []
+        with self.state.connect_engine().begin() as conn:
+            for registered in models:
+                recorded: dict[str, int | None] = {}
+                for row in conn.execute(
+                    select(alias_events.c.alias, alias_events.c.to_version)
+                    .where(alias_events.c.model == registered.name)
+                    .order_by(alias_events.c.id)
+                ):
+                    recorded[row.alias] = row.to_version
+                actual = {a: int(v) for a, v in registered.aliases.items()}
+                for alias in sorted(set(recorded) | set(actual)):
+                    if recorded.get(alias) == actual.get(alias):
+                        continue
+                    event = AliasEvent(
+                        registered.name,
+                        alias,
+                        recorded.get(alias),
+                        actual.get(alias),
+                        OUTSIDE_ACTOR,
+                        "moved in MLflow directly, not through Lakeforge: unapproved",
+                        datetime.now(UTC),
+                        how="outside",
+                    )
+                    self._record_move(conn, event)
+                    found.append(event)
+        for event in found:
+            log.warning(
+                "%s@%s was moved outside Lakeforge (v%s -> v%s): recorded as unapproved",
+                event.model,
+                event.alias,
+                event.from_version,
+                event.to_version,
+            )
+        return found
 
     def history(self, name: str) -> builtins.list[AliasEvent]:
         """Every recorded alias move of a model, oldest first."""
@@ -314,6 +466,9 @@ class Registry:
                     r.actor,
                     r.reason,
                     as_utc(r.at),
+                    os_user=r.os_user,
+                    how=r.how or "direct",
+                    request_id=r.request_id,
                 )
                 for r in rows
             ]
@@ -330,8 +485,8 @@ class Registry:
             raise LakeforgeError(
                 f"cannot delete {found.name} v{found.version}: alias(es) {', '.join(held)} "
                 "point at it",
-                hint=f"move or remove them first, e.g. `lakeforge models alias {found.name} "
-                f"{held[0]} --delete`",
+                hint=f"move or remove them first, e.g. `lakeforge -t {self.target.name} models "
+                f"alias {found.name} {held[0]} --delete`",
             )
         self.client.delete_model_version(found.name, str(found.version))
         payload = {"version": int(found.version), "reason": reason, "run_id": found.run_id}
@@ -349,7 +504,9 @@ class Registry:
         import mlflow
 
         match = _parse_ref(ref)
-        source_name = TableName.parse(match["name"], default_catalog=self.target.catalog)
+        source_name = TableName.parse(
+            match["name"], default_catalog=self.target.catalog, kind="model"
+        )
         source_target = self.project.target_for_catalog(source_name.catalog)
         if source_target is None:
             raise ModelNotFoundError(f"{ref}: unknown catalog {source_name.catalog!r}")
