@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -10,7 +10,9 @@ from rich.table import Table
 from lakeforge.cli._context import console, workspace
 from lakeforge.cli._models import app as models_app
 from lakeforge.cli._models import print_unapproved
-from lakeforge.deployment import Request, ValidationReport, outcome_line
+
+if TYPE_CHECKING:
+    from lakeforge.deployment import Request, ValidationReport
 
 app = typer.Typer(help="Requests to make a version champion, and decisions.", no_args_is_help=True)
 
@@ -63,6 +65,8 @@ def deploy(
     print_unapproved(ws.target.name, list(result.unapproved))
     if result.report is not None:
         _print_report(result.report)
+    from lakeforge.deployment import outcome_line
+
     line = f"{result.model} {outcome_line(result, ws.target.name)}"
     if result.outcome == "blocked":
         console.print(f"[red]{line}[/red]", markup=True, highlight=False)

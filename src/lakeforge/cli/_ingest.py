@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -26,9 +26,11 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from lakeforge.cli._context import console, workspace
-from lakeforge.lakehouse import IngestProgress, IngestReport
-from lakeforge.lakehouse._ingest import DEFAULT_LEASE_S, ProgressCallback
-from lakeforge.lakehouse._ingest_files import FORMATS, FileFormat
+
+if TYPE_CHECKING:
+    from lakeforge.lakehouse import IngestProgress, IngestReport
+    from lakeforge.lakehouse._ingest import ProgressCallback
+    from lakeforge.lakehouse._ingest_files import FileFormat
 
 LOAD = "load"
 
@@ -64,9 +66,10 @@ WaitOpt = Annotated[
     ),
 ]
 LeaseOpt = Annotated[
-    float,
+    float | None,
     typer.Option(
-        min=1.0, help="How long a run that died keeps the table locked (renewed every third)."
+        min=1.0,
+        help="How long a run that died keeps the table locked (renewed every third; default 60).",
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
@@ -82,7 +85,7 @@ def load(
     format: FormatOpt = "auto",
     evolve_schema: EvolveOpt = False,
     wait: WaitOpt = True,
-    lease_seconds: LeaseOpt = DEFAULT_LEASE_S,
+    lease_seconds: LeaseOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Load the files not yet ingested (new, or failed before) into a table, exactly once each."""
@@ -95,7 +98,7 @@ def load(
             evolve_schema=evolve_schema,
             progress=progress,
             wait=wait,
-            lease_s=lease_seconds,
+            **_lease(lease_seconds),
         )
     print_report(report)
 
@@ -140,7 +143,7 @@ def retry(
     format: FormatOpt = "auto",
     evolve_schema: EvolveOpt = False,
     wait: WaitOpt = True,
-    lease_seconds: LeaseOpt = DEFAULT_LEASE_S,
+    lease_seconds: LeaseOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Load again the files that failed, from the paths recorded in the checkpoint."""
@@ -152,7 +155,7 @@ def retry(
             evolve_schema=evolve_schema,
             progress=progress,
             wait=wait,
-            lease_s=lease_seconds,
+            **_lease(lease_seconds),
         )
     print_report(report)
 
@@ -172,7 +175,14 @@ def forget(
         console.print(f"  {escape(path)}", highlight=False)
 
 
+def _lease(seconds: float | None) -> dict[str, float]:
+    """The lease option for the SDK: its own default unless one was given."""
+    return {} if seconds is None else {"lease_s": seconds}
+
+
 def _format(value: str) -> FileFormat:
+    from lakeforge.lakehouse._ingest_files import FORMATS
+
     for fmt in FORMATS:
         if value == fmt:
             return fmt

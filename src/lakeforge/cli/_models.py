@@ -9,13 +9,15 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from lakeforge.cli._context import console, workspace
-from lakeforge.registry import AliasEvent
+
+if TYPE_CHECKING:
+    from lakeforge.registry import AliasEvent
 
 app = typer.Typer(
     help="Registered models: versions, aliases, lineage, copies.", no_args_is_help=True
