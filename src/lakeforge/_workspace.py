@@ -7,20 +7,20 @@ from contextlib import AbstractContextManager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
-from lakeforge.events import Outbox
-from lakeforge.lakehouse import Ingestor, IngestReport, IngestStatus, Lakehouse, SqlSession
-from lakeforge.lakehouse._ingest import ProgressCallback
-from lakeforge.lakehouse._ingest_files import FileFormat
 from lakeforge.project import Project, Target
-from lakeforge.registry import Registry
-from lakeforge.state import StateStore
-from lakeforge.tracking import Tracker, TrainingRun, TuningResult, evaluate, tune
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from lakeforge.deployment import Approvals, Deployment, ValidationReport
+    from lakeforge.events import Outbox
     from lakeforge.features import FeatureTables, PublishResult, TrainingSet
+    from lakeforge.lakehouse import IngestReport, IngestStatus, Lakehouse
+    from lakeforge.lakehouse._ingest import ProgressCallback
+    from lakeforge.lakehouse._ingest_files import FileFormat
+    from lakeforge.registry import Registry
+    from lakeforge.state import StateStore
+    from lakeforge.tracking import Tracker, TrainingRun, TuningResult
 
 
 class Workspace:
@@ -33,21 +33,29 @@ class Workspace:
     @cached_property
     def tables(self) -> Lakehouse:
         """The lakehouse catalog of this target."""
+        from lakeforge.lakehouse import Lakehouse
+
         return Lakehouse(self.project, self.target)
 
     @cached_property
     def state(self) -> StateStore:
         """The target's control-plane state store (migrated on first use)."""
+        from lakeforge.state import StateStore
+
         return StateStore(self.target.state_store_url)
 
     @cached_property
     def tracking(self) -> Tracker:
         """Experiment tracking on the target's MLflow store."""
+        from lakeforge.tracking import Tracker
+
         return Tracker(self.project, self.target, self.tables, self.state)
 
     @cached_property
     def models(self) -> Registry:
         """The target's model registry, with promotion history."""
+        from lakeforge.registry import Registry
+
         return Registry(self.project, self.target, self.state)
 
     @cached_property
@@ -74,6 +82,8 @@ class Workspace:
     @cached_property
     def events(self) -> Outbox:
         """The target's durable event outbox."""
+        from lakeforge.events import Outbox
+
         return Outbox(self.state)
 
     @cached_property
@@ -121,14 +131,20 @@ class Workspace:
 
     def tune(self, objective: Any, space: Any, **options: Any) -> TuningResult:
         """Tune with Optuna, each trial a nested run; see :func:`lakeforge.tracking.tune`."""
+        from lakeforge.tracking import tune
+
         return tune(self.tracking, objective, space, **options)
 
     def evaluate(self, model: Any, data: Any, **options: Any) -> dict[str, float]:
         """Evaluate on held-out data with MLflow; see :func:`lakeforge.tracking.evaluate`."""
+        from lakeforge.tracking import evaluate
+
         return evaluate(self.tracking, model, data, **options)
 
     def sql(self, query: str, *, read_only: bool = True) -> pa.Table:
         """Run SQL over the lakehouse; see :mod:`lakeforge.lakehouse._sql` for the syntax."""
+        from lakeforge.lakehouse import SqlSession
+
         return SqlSession(self.tables).run(query, read_only=read_only)
 
     def ingest(
@@ -142,20 +158,28 @@ class Workspace:
         **options: Any,
     ) -> IngestReport:
         """Load the files in ``source`` not yet ingested into table ``into``."""
+        from lakeforge.lakehouse import Ingestor
+
         return Ingestor(self.tables, self.state).run(
             source, into, format=format, evolve_schema=evolve_schema, progress=progress, **options
         )
 
     def ingest_status(self, table: str) -> IngestStatus:
         """The ingest checkpoint of ``table``: files loaded, failed, changed after loading."""
+        from lakeforge.lakehouse import Ingestor
+
         return Ingestor(self.tables, self.state).status(table)
 
     def ingest_retry(self, table: str, **options: Any) -> IngestReport:
         """Load again the files that failed to ingest into ``table``; see :meth:`Ingestor.retry`."""
+        from lakeforge.lakehouse import Ingestor
+
         return Ingestor(self.tables, self.state).retry(table, **options)
 
     def ingest_forget(self, table: str, paths: list[str], **options: Any) -> list[str]:
         """Remove files from the ingest checkpoint of ``table`` so that they load again."""
+        from lakeforge.lakehouse import Ingestor
+
         return Ingestor(self.tables, self.state).forget(table, paths, **options)
 
     def close(self) -> None:

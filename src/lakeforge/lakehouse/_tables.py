@@ -5,10 +5,8 @@ from __future__ import annotations
 import builtins
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
-import pandas as pd
-import polars as pl
 import pyarrow as pa
 import pyarrow.fs as pafs
 from deltalake.exceptions import DeltaError
@@ -23,6 +21,10 @@ from lakeforge.lakehouse._names import TableName
 from lakeforge.lakehouse._sql import parse_filter, query_dataset
 from lakeforge.lakehouse._writes import SYSTEM_SCHEMA as SYSTEM_SCHEMA
 from lakeforge.lakehouse._writes import TableWriter, WriteMode, WriteResult
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import polars as pl
 
 Format = Literal["arrow", "pandas", "polars"]
 
@@ -117,6 +119,8 @@ class Lakehouse(TableWriter):
         if format == "pandas":
             return result.to_pandas()
         if format == "polars":
+            import polars as pl
+
             return pl.from_arrow(result)
         return result
 
