@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -10,12 +9,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import pytest
 import sqlalchemy as sa
@@ -39,87 +36,7 @@ from lakeforge.events import (
     verify_signature,
 )
 from lakeforge.state import event_cursors
-
-SECRET = "whsec_test"
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
-
-
-@dataclass
-class Received:
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def event(self) -> dict[str, Any]:
-        return dict(json.loads(self.body))
-
-    @property
-    def signed(self) -> bool:
-        return verify_signature(
-            SECRET,
-            self.headers["X-Lakeforge-Timestamp"],
-            self.body,
-            self.headers.get("X-Lakeforge-Signature"),
-        )
-
-
-class Receiver:
-    """A webhook endpoint on 127.0.0.1 that records requests; answers ``statuses`` in turn."""
-
-    def __init__(self, port: int = 0, *, delay_s: float = 0.0) -> None:
-        self.requests: list[Received] = []
-        self.statuses: list[int] = []
-        self.delay_s = delay_s
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.requests.append(Received(dict(self.headers.items()), body))
-                time.sleep(outer.delay_s)
-                status = outer.statuses.pop(0) if outer.statuses else 200
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                except OSError:  # the sender died mid-request
-                    pass
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def ids(self) -> list[int]:
-        return [int(r.headers["X-Lakeforge-Delivery"]) for r in self.requests]
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
-
-
-@pytest.fixture
-def receivers() -> Iterator[Callable[..., Receiver]]:
-    started: list[Receiver] = []
-
-    def start(port: int = 0, *, delay_s: float = 0.0) -> Receiver:
-        started.append(Receiver(port, delay_s=delay_s))
-        return started[-1]
-
-    yield start
-    for receiver in started:
-        receiver.stop()
+from tests.events.conftest import SECRET, Receiver
 
 
 class Clock:

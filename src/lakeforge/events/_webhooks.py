@@ -8,24 +8,30 @@ Every delivery carries::
     X-Lakeforge-Timestamp: <unix seconds>
     X-Lakeforge-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>" with the secret>
 
-(the signature only when the webhook has a secret). Receivers check it with
+(the signature unless the webhook says ``unsigned: true``). Receivers check it with
 :func:`verify_signature`. A 2xx answer delivers the event; anything else, a redirect
-included, or no answer within ``timeout_s``, is a failed attempt, retried with backoff.
-Delivery is at least once, in event order per webhook; every attempt is logged in
-``webhook_deliveries``.
+included, or no whole answer within ``timeout_s`` (a deadline for the attempt as a
+whole, so a receiver that answers a byte at a time is cut off too), is a failed
+attempt, retried with backoff. Delivery is at least once, in event order per webhook;
+every attempt is logged in ``webhook_deliveries``. Webhooks are delivered concurrently,
+each by its own thread behind its own cursor, so one that is slow or down never delays
+the others.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import http.client
 import json
+import socket
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -124,11 +130,92 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_opener = urllib.request.build_opener(_NoRedirect())
+class _Deadline:
+    """Shuts the connections of one attempt when ``seconds`` are up, whatever they are doing.
+
+    A socket timeout bounds each read alone, so a receiver that sends a byte a second
+    never trips it; shutting the socket from a timer bounds the attempt as a whole.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._lock = threading.Lock()
+        self._connections: list[http.client.HTTPConnection] = []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._timer.cancel()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for connection in self._connections:
+                _shut(connection.sock)
+
+    def watch(self, connection: http.client.HTTPConnection) -> None:
+        """End ``connection`` at the deadline, and refuse to use it once connected after it."""
+        with self._lock:
+            self._connections.append(connection)
+        connect = connection.connect
+
+        def connect_in_time() -> None:
+            connect()
+            with self._lock:
+                if self.expired:
+                    _shut(connection.sock)
+                    raise TimeoutError("the deadline passed while connecting")
+
+        setattr(connection, "connect", connect_in_time)  # noqa: B010 (mypy: no method assignment)
+
+
+def _shut(sock: socket.socket | None) -> None:
+    """Wake whoever is blocked on ``sock``: its reads return end-of-file, its writes fail."""
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed, or handed over to a TLS socket
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+class _DeadlineRequest(urllib.request.Request):
+    """A request whose connections ``deadline`` watches."""
+
+    def __init__(self, url: str, deadline: _Deadline, **options: Any) -> None:
+        super().__init__(url, **options)
+        self.deadline = deadline
+
+
+class _DeadlineMixin(urllib.request.AbstractHTTPHandler):
+    def do_open(self, http_class: Any, req: urllib.request.Request, **options: Any) -> Any:
+        deadline = getattr(req, "deadline", None)
+        if deadline is None:
+            return super().do_open(http_class, req, **options)
+
+        def connection(host: str, **args: Any) -> http.client.HTTPConnection:
+            opened: http.client.HTTPConnection = http_class(host, **args)
+            deadline.watch(opened)
+            return opened
+
+        return super().do_open(connection, req, **options)
+
+
+class _HTTPHandler(_DeadlineMixin, urllib.request.HTTPHandler):
+    pass
+
+
+class _HTTPSHandler(_DeadlineMixin, urllib.request.HTTPSHandler):
+    pass
+
+
+_opener = urllib.request.build_opener(_NoRedirect(), _HTTPHandler(), _HTTPSHandler())
 
 
 def send(webhook: WebhookConfig, event: Event) -> Attempt:
-    """POST ``event`` to ``webhook`` once; never raises for HTTP or network failures."""
+    """POST ``event`` to ``webhook`` once, ``timeout_s`` in all; never raises for HTTP or
+    network failures (a deadline that passes is one: "no answer within ...")."""
     body = json.dumps(event.to_dict(), separators=(",", ":")).encode()
     timestamp = int(time.time())
     headers = {
@@ -138,31 +225,34 @@ def send(webhook: WebhookConfig, event: Event) -> Attempt:
         "X-Lakeforge-Delivery": str(event.id),
         "X-Lakeforge-Timestamp": str(timestamp),
     }
-    if webhook.secret:
+    if webhook.secret and not webhook.unsigned:
         headers["X-Lakeforge-Signature"] = sign(webhook.secret, timestamp, body)
-    request = urllib.request.Request(webhook.url, data=body, headers=headers, method="POST")
     started = time.perf_counter()
     status: int | None = None
     error: str | None = None
-    try:
-        with _opener.open(request, timeout=webhook.timeout_s) as response:
-            status = int(response.status)
-            response.read(65536)
-        if not 200 <= status < 300:
-            error = f"HTTP {status}"
-    except urllib.error.HTTPError as exc:
-        status = exc.code
-        error = f"HTTP {exc.code} {exc.reason}"
-        exc.close()
-    except urllib.error.URLError as exc:
-        if isinstance(exc.reason, TimeoutError):
+    with _Deadline(webhook.timeout_s) as deadline:
+        request = _DeadlineRequest(webhook.url, deadline, data=body, headers=headers, method="POST")
+        try:
+            with _opener.open(request, timeout=webhook.timeout_s) as response:
+                status = int(response.status)
+                response.read(65536)
+            if not 200 <= status < 300:
+                error = f"HTTP {status}"
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+            error = f"HTTP {exc.code} {exc.reason}"
+            exc.close()
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, TimeoutError):
+                error = f"no answer within {webhook.timeout_s:g} s"
+            else:
+                error = f"cannot connect: {exc.reason}"
+        except TimeoutError:
             error = f"no answer within {webhook.timeout_s:g} s"
-        else:
-            error = f"cannot connect: {exc.reason}"
-    except TimeoutError:
-        error = f"no answer within {webhook.timeout_s:g} s"
-    except (OSError, http.client.HTTPException, ValueError) as exc:  # resets, bad answers
-        error = f"{type(exc).__name__}: {exc}"
+        except (OSError, http.client.HTTPException, ValueError) as exc:  # resets, bad answers
+            error = f"{type(exc).__name__}: {exc}"
+    if error is not None and deadline.expired:
+        status, error = None, f"no answer within {webhook.timeout_s:g} s"
     duration_ms = round((time.perf_counter() - started) * 1000)
     return Attempt(status, None if error is None else error[:_ERROR_CHARS], duration_ms)
 
@@ -201,26 +291,45 @@ def _handler(
     return deliver
 
 
-def deliver_webhooks(outbox: Outbox, webhooks: Sequence[WebhookConfig]) -> DeliveryReport:
-    """One pass: each webhook (consumer ``webhook:<name>``) gets its pending events.
-
-    A webhook that fails stops at that event until its backoff ends; the others go on.
-    """
+def _check_unique(webhooks: Sequence[WebhookConfig]) -> None:
     names = [webhook.name for webhook in webhooks]
     if len(set(names)) != len(names):
         twice = sorted({name for name in names if names.count(name) > 1})
         raise LakeforgeError(
             f"webhook names must be unique (each has its own cursor): {', '.join(twice)}"
         )
+
+
+def _deliver_one(outbox: Outbox, webhook: WebhookConfig) -> DeliveryReport:
+    """One pass of one webhook (consumer ``webhook:<name>``) over its pending events."""
+    failures: list[str] = []
+    count = outbox.consume(
+        webhook.consumer, _handler(outbox, webhook, failures), types=webhook.events
+    )
     report = DeliveryReport()
-    for webhook in webhooks:
-        failures: list[str] = []
-        handler = _handler(outbox, webhook, failures)
-        count = outbox.consume(webhook.consumer, handler, types=webhook.events)
-        if count:
-            report.delivered[webhook.name] = count
-        if failures:
-            report.failed[webhook.name] = failures[-1]
+    if count:
+        report.delivered[webhook.name] = count
+    if failures:
+        report.failed[webhook.name] = failures[-1]
+    return report
+
+
+def deliver_webhooks(outbox: Outbox, webhooks: Sequence[WebhookConfig]) -> DeliveryReport:
+    """One pass: each webhook gets its pending events, all webhooks at the same time.
+
+    A webhook that fails stops at that event until its backoff ends; the others go on,
+    without waiting for it.
+    """
+    _check_unique(webhooks)
+    report = DeliveryReport()
+    if not webhooks:
+        return report
+    with ThreadPoolExecutor(len(webhooks), thread_name_prefix="webhook") as pool:
+        passes = [pool.submit(_deliver_one, outbox, webhook) for webhook in webhooks]
+    for done in passes:
+        one = done.result()
+        report.delivered.update(one.delivered)
+        report.failed.update(one.failed)
     return report
 
 
@@ -235,19 +344,51 @@ def run_dispatcher(
 ) -> int:
     """Deliver webhooks every ``interval_s`` until ``stop`` is set (or one pass if ``once``).
 
-    ``on_report`` sees every pass's report. Returns the number of events delivered.
+    Each webhook has its own worker thread and passes, so one that is slow or down never
+    delays another. ``on_report`` sees every pass's report (one webhook's, or with
+    ``once`` all of them), one call at a time. A worker that fails unexpectedly sets
+    ``stop``, and its error is raised once every worker has finished its attempt.
+    Returns the number of events delivered.
     """
-    stop = stop or threading.Event()
-    total = 0
-    while not stop.is_set():
+    if once:
         report = deliver_webhooks(outbox, webhooks)
-        total += report.total
         if on_report is not None:
             on_report(report)
-        if once:
-            break
-        stop.wait(interval_s)
-    return total
+        return report.total
+    _check_unique(webhooks)
+    stop = stop or threading.Event()
+    lock = threading.Lock()
+    delivered: list[int] = []
+    errors: list[BaseException] = []
+
+    def work(webhook: WebhookConfig) -> None:
+        try:
+            while not stop.is_set():
+                report = _deliver_one(outbox, webhook)
+                with lock:
+                    delivered.append(report.total)
+                    if on_report is not None:
+                        on_report(report)
+                stop.wait(interval_s)
+        except BaseException as exc:  # re-raised by the caller's thread below
+            errors.append(exc)
+            stop.set()
+
+    workers = [
+        threading.Thread(target=work, args=(webhook,), name=webhook.consumer)
+        for webhook in webhooks
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        stop.wait()  # Ctrl-C (or SIGTERM made KeyboardInterrupt) interrupts it
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()  # each finishes its attempt and gives its lease back
+    if errors:
+        raise errors[0]
+    return sum(delivered)
 
 
 def deliveries(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import tempfile
+import threading
 from typing import TYPE_CHECKING
 
 from lakeforge.errors import ConfigError
@@ -20,7 +22,7 @@ _REF = re.compile(r"^(?P<model>[^@/]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$"
 
 def endpoint_for_model(ref: str) -> tuple[str, EndpointSpec]:
     """An ad-hoc endpoint serving ``name@alias`` or ``name/3`` (named after the model)."""
-    match = _REF.match(ref)
+    match = _REF.fullmatch(ref)
     if match is None:
         raise ConfigError(f"--model {ref!r} is not NAME@ALIAS or NAME/VERSION")
     entity = ServedEntitySpec(
@@ -83,15 +85,43 @@ def serve(
     os.environ["LAKEFORGE_SERVE_ENDPOINTS"] = json.dumps(
         {name: spec.model_dump(mode="json") for name, spec in endpoints.items()}
     )
-    with tempfile.TemporaryDirectory(prefix="lakeforge-metrics-") as metrics:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics
-        uvicorn.run(
-            "lakeforge.serving._app:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=30,
-        )
+    stopped_by: int | None = None
+    in_main = threading.current_thread() is threading.main_thread()  # where signals go
+    previous = {sig: signal.signal(sig, _stop) for sig in _STOP_SIGNALS if in_main}
+    try:
+        with tempfile.TemporaryDirectory(prefix="lakeforge-metrics-") as metrics:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics
+            uvicorn.run(
+                "lakeforge.serving._app:create_app",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                log_level="warning",
+                access_log=False,
+                timeout_graceful_shutdown=30,
+            )
+    except _Stopped as stop:
+        stopped_by = stop.signum
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stopped_by is not None:
+        signal.raise_signal(stopped_by)  # the metrics folder is gone: now stop as signalled
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _Stopped(BaseException):
+    """A stop signal, raised so that ``with`` blocks clean up before the process ends."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, _frame: object) -> None:
+    # uvicorn handles stop signals itself while it serves, then raises them again: they
+    # reach this handler only outside its graceful shutdown (and after it).
+    raise _Stopped(signum)

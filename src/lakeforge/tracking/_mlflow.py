@@ -82,33 +82,49 @@ def check_reachable(uri: str) -> None:
 def client_for(target: Target) -> MlflowClient:
     """An MLflow client on the target's tracking store and registry (checked reachable)."""
     require_mlflow()
-    # Per-file progress bars on stderr are noise for the short downloads Lakeforge makes.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow import MlflowClient
 
     check_reachable(target.mlflow_tracking_uri)
     return MlflowClient(target.mlflow_tracking_uri, target.mlflow_tracking_uri)
 
 
+# What MLflow's fluent setters write to os.environ (for subprocesses), and our own quiet
+# downloads: set inside use_target only, then put back as the caller had them.
+_URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+_BLOCK_ENV = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+
+
 @contextmanager
 def use_target(target: Target) -> Iterator[MlflowClient]:
-    """Point MLflow's global tracking and registry URIs at ``target`` inside the block."""
+    """Point MLflow's global tracking and registry URIs at ``target`` inside the block.
+
+    Afterwards MLflow's URIs and the process environment are exactly as before: the
+    caller's own settings (or their absence) are put back, nothing is left set.
+    """
     import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
     client = client_for(target)
-    previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
-    env = os.environ.get("MLFLOW_TRACKING_URI")
+    # The values set with mlflow.set_*_uri (None when never set): the public getters
+    # return resolved defaults, which would then stay set.
+    previous = (tracking_utils._tracking_uri, registry_utils._registry_uri)
+    environment = {name: os.environ.get(name) for name in (*_URI_ENV, *_BLOCK_ENV)}
+    for name, setting in _BLOCK_ENV.items():
+        os.environ.setdefault(name, setting)  # per-file progress bars are noise here
     mlflow.set_tracking_uri(target.mlflow_tracking_uri)
     mlflow.set_registry_uri(target.mlflow_tracking_uri)
     try:
         yield client
     finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
-        if env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = env
+        # None (never set) is what each setter had: it unsets without writing os.environ.
+        mlflow.set_tracking_uri(previous[0])  # type: ignore[arg-type]
+        mlflow.set_registry_uri(previous[1])  # type: ignore[arg-type]
+        for name, value in environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _uses_server(uri: str) -> bool:
