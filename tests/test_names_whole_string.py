@@ -9,12 +9,12 @@ import pytest
 
 from lakeforge import Workspace
 from lakeforge.errors import ConfigError, LakeforgeError
-from lakeforge.events._config import WebhookConfig
 from lakeforge.features.online._codec import OnlineStoreError, check_name
 from lakeforge.project._config import check_name as check_project_name
+from lakeforge.project._endpoints import AuthSpec, EntitySpec
 from lakeforge.project._jobs import TaskSpec
+from lakeforge.project._webhooks import WebhookConfig
 from lakeforge.serving._server import endpoint_for_model
-from lakeforge.serving._spec import AuthSpec, EntitySpec
 
 DIGEST = hashlib.sha256(b"token").hexdigest()
 

@@ -6,7 +6,6 @@ consumers read events in order behind durable cursors and get each one at least 
 (``deliver_webhooks``, ``run_dispatcher``, ``verify_signature`` for receivers).
 """
 
-from lakeforge.events._config import WebhookConfig
 from lakeforge.events._outbox import (
     BACKOFF_BASE_S,
     BACKOFF_MAX_S,
@@ -14,19 +13,6 @@ from lakeforge.events._outbox import (
     Event,
     Outbox,
     backoff,
-)
-from lakeforge.events._types import (
-    ALIAS_MOVED,
-    APPROVAL_DECIDED,
-    APPROVAL_REQUESTED,
-    EVENT_TYPES,
-    JOB_FINISHED,
-    MODEL_VERSION_CREATED,
-    MODEL_VERSION_DELETED,
-    MONITOR_ALERT,
-    VALIDATION_FAILED,
-    VALIDATION_PASSED,
-    EventError,
 )
 from lakeforge.events._webhooks import (
     Attempt,
@@ -39,6 +25,20 @@ from lakeforge.events._webhooks import (
     send,
     sign,
     verify_signature,
+)
+from lakeforge.project import (
+    ALIAS_MOVED,
+    APPROVAL_DECIDED,
+    APPROVAL_REQUESTED,
+    EVENT_TYPES,
+    JOB_FINISHED,
+    MODEL_VERSION_CREATED,
+    MODEL_VERSION_DELETED,
+    MONITOR_ALERT,
+    VALIDATION_FAILED,
+    VALIDATION_PASSED,
+    EventError,
+    WebhookConfig,
 )
 
 __all__ = [

@@ -36,7 +36,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from lakeforge._identity import current_user
 from lakeforge.errors import LakeforgeError
-from lakeforge.events._types import EventError, check_patterns, check_type, matches
+from lakeforge.project import EventError, check_patterns, check_type, matches
 from lakeforge.state import StateStore, as_utc, event_cursors, events
 
 BACKOFF_BASE_S: Final = 1.0

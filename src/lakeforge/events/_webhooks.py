@@ -39,8 +39,8 @@ from typing import Any
 from sqlalchemy import func, insert, select
 
 from lakeforge.errors import LakeforgeError
-from lakeforge.events._config import WebhookConfig
 from lakeforge.events._outbox import Event, Outbox
+from lakeforge.project import WebhookConfig
 from lakeforge.state import as_utc, webhook_deliveries
 
 SIGNATURE_PREFIX = "sha256="

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from lakeforge.errors import ConfigError
-from lakeforge.events._config import SECRET_SOURCES, WebhookConfig
+from lakeforge.project._base import Strict
+from lakeforge.project._endpoints import EndpointSpec
 from lakeforge.project._jobs import JobSpec, TableSpec
 from lakeforge.project._policy import DeploymentPolicy
-from lakeforge.serving._spec import EndpointSpec
+from lakeforge.project._webhooks import SECRET_SOURCES, WebhookConfig
 
 PROJECT_FILE = "lakeforge.yaml"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -30,13 +31,11 @@ def check_name(value: str, what: str) -> str:
     return value
 
 
-class TargetConfig(BaseModel):
+class TargetConfig(Strict):
     """One deployment target (``dev``, ``staging``, ``prod``, ...).
 
     Every field but ``root`` has a default derived from the target's name and root.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     root: str | None = Field(
         default=None,
@@ -86,10 +85,8 @@ _CONVENTIONAL_LINKS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-class ProjectConfig(BaseModel):
+class ProjectConfig(Strict):
     """The validated content of ``lakeforge.yaml``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str
     default_target: str = "dev"

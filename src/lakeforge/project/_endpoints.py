@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from lakeforge.project._base import Strict
 
 _ENTITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class EntitySpec(_Strict):
+class EntitySpec(Strict):
     """A registered model at an alias or a version."""
 
     model: str
@@ -58,7 +56,7 @@ class ServedEntitySpec(EntitySpec):
     traffic: float = Field(default=100.0, ge=0, le=100)
 
 
-class InferenceTableSpec(_Strict):
+class InferenceTableSpec(Strict):
     """Where requests are logged: a Delta table, and the fraction of requests to log."""
 
     table: str
@@ -67,7 +65,7 @@ class InferenceTableSpec(_Strict):
     flush_rows: int = Field(default=5000, ge=1)
 
 
-class AuthSpec(_Strict):
+class AuthSpec(Strict):
     """Bearer tokens, stored as their SHA-256 hex digests."""
 
     token_sha256: list[str] = Field(min_length=1)
@@ -84,7 +82,7 @@ class AuthSpec(_Strict):
         return value
 
 
-class EndpointSpec(_Strict):
+class EndpointSpec(Strict):
     """One serving endpoint: entities with traffic shares, an optional shadow and log."""
 
     served_entities: list[ServedEntitySpec] = Field(min_length=1)

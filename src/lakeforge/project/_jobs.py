@@ -33,7 +33,9 @@ import re
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from lakeforge.project._base import Strict
 
 RunIf = Literal[
     "all_success",
@@ -47,11 +49,7 @@ _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TaskSpec(_Strict):
+class TaskSpec(Strict):
     """One task: a Python ``module:function`` or a script, run in its own subprocess."""
 
     key: str
@@ -85,7 +83,7 @@ class TaskSpec(_Strict):
         return self
 
 
-class CronSchedule(_Strict):
+class CronSchedule(Strict):
     """Fire at cron times in a time zone; runs missed while down follow ``catch_up``."""
 
     cron: str
@@ -112,14 +110,14 @@ class CronSchedule(_Strict):
         return value
 
 
-class TableUpdateTrigger(_Strict):
+class TableUpdateTrigger(Strict):
     """Fire when any of these lakehouse tables gets a new Delta version."""
 
     type: Literal["table_update"]
     tables: list[str] = Field(min_length=1)
 
 
-class FileArrivalTrigger(_Strict):
+class FileArrivalTrigger(Strict):
     """Fire when new files matching ``pattern`` appear under ``path`` (relative to the project)."""
 
     type: Literal["file_arrival"]
@@ -130,7 +128,7 @@ class FileArrivalTrigger(_Strict):
 RegistryEvent = Literal["model_version.created", "alias.moved"]
 
 
-class ModelEventTrigger(_Strict):
+class ModelEventTrigger(Strict):
     """Fire on registry events: a new version, or an alias moved (optionally one alias)."""
 
     type: Literal["model_event"]
@@ -141,7 +139,7 @@ class ModelEventTrigger(_Strict):
     alias: str | None = None
 
 
-class JobFinishedTrigger(_Strict):
+class JobFinishedTrigger(Strict):
     """Fire when one of these jobs finishes with one of these statuses."""
 
     type: Literal["job_finished"]
@@ -149,7 +147,7 @@ class JobFinishedTrigger(_Strict):
     status: list[str] = Field(default_factory=lambda: ["succeeded"])
 
 
-class MonitorAlertTrigger(_Strict):
+class MonitorAlertTrigger(Strict):
     """Fire on a monitor alert (monitors publish ``monitor.alert`` events)."""
 
     type: Literal["monitor_alert"]
@@ -166,7 +164,7 @@ Trigger = Annotated[
 ]
 
 
-class JobSpec(_Strict):
+class JobSpec(Strict):
     """A DAG of tasks with parameters, an optional schedule and a concurrency limit."""
 
     description: str | None = None
@@ -252,7 +250,7 @@ def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
     return None
 
 
-class TableSpec(_Strict):
+class TableSpec(Strict):
     """A table declared in the project; ``lakeforge deploy`` creates it in each target.
 
     ``columns`` is SQL, e.g. ``"id BIGINT, name VARCHAR, ts TIMESTAMP"``.

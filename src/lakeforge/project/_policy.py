@@ -42,17 +42,15 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from lakeforge.project._base import Strict
 
 Mode = Literal["disabled", "dry_run", "enabled"]
 Approval = Literal["auto", "manual"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Bounds(_Strict):
+class Bounds(Strict):
     """Absolute bounds on a metric."""
 
     min: float | None = None
@@ -64,7 +62,7 @@ class Bounds(_Strict):
         return _require_mapping(value, "min", "max")
 
 
-class Relative(_Strict):
+class Relative(Strict):
     """Bounds relative to the champion (or the baseline), in the metric's better direction."""
 
     min_improvement: float | None = None
@@ -86,7 +84,7 @@ def _require_mapping(value: Any, *keys: str) -> Any:
     )
 
 
-class Checks(_Strict):
+class Checks(Strict):
     """Compliance checks; each is off unless set. Unknown check names are refused."""
 
     required_tags: list[str] = Field(default_factory=list)
@@ -99,7 +97,7 @@ class Checks(_Strict):
     forbidden_columns: list[str] = Field(default_factory=list)
 
 
-class ChampionComparison(_Strict):
+class ChampionComparison(Strict):
     """Score challenger and champion on the same held-out data; thresholds per metric."""
 
     table: str | None = None
@@ -118,13 +116,13 @@ class ChampionComparison(_Strict):
         return self
 
 
-class ValidationPolicy(_Strict):
+class ValidationPolicy(Strict):
     mode: Mode = "enabled"
     checks: Checks = Field(default_factory=Checks)
     champion: ChampionComparison | None = None
 
 
-class PolicyRule(_Strict):
+class PolicyRule(Strict):
     """How versions reach ``champion``: approval, approvers, rollback and validation."""
 
     approval: Approval = "auto"

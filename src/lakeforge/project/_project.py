@@ -11,6 +11,8 @@ from lakeforge.project._config import ProjectConfig, find_project_file, parse_co
 from lakeforge.project._policy import DeploymentPolicy
 
 TARGET_ENV = "LAKEFORGE_TARGET"
+# Set for job tasks, which run in a deployed code snapshot: the project they belong to.
+PROJECT_DIR_ENV = "LAKEFORGE_PROJECT_DIR"
 
 
 def is_remote_uri(root: str) -> bool:
@@ -59,8 +61,10 @@ class Project:
 
     @classmethod
     def load(cls, project_dir: str | os.PathLike[str] | None = None) -> Project:
-        """Load the project at ``project_dir`` (or the nearest one above the current folder)."""
-        file = find_project_file(Path(project_dir) if project_dir else Path.cwd())
+        """Load the project at ``project_dir`` (else ``$LAKEFORGE_PROJECT_DIR``, else the
+        nearest one above the current folder)."""
+        folder = project_dir or os.environ.get(PROJECT_DIR_ENV)
+        file = find_project_file(Path(folder) if folder else Path.cwd())
         return cls(directory=file.parent, config=parse_config(file, file.read_text()))
 
     @property

@@ -8,9 +8,10 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 
-from lakeforge.events._types import EventError, check_patterns
+from lakeforge.project._base import Strict
+from lakeforge.project._events import EventError, check_patterns
 
 _WEBHOOK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
@@ -18,7 +19,7 @@ SECRET_SOURCES = "webhook_secret_sources"
 """Validation context key: webhook name -> its ``secret`` as written, before ``${VAR}``."""
 
 
-class WebhookConfig(BaseModel):
+class WebhookConfig(Strict):
     """One HTTP endpoint that receives events as signed JSON POSTs.
 
     ``secret`` signs every delivery (``X-Lakeforge-Signature``); use ``${ENV_VAR}`` in
@@ -28,8 +29,6 @@ class WebhookConfig(BaseModel):
     event types (``["approval.*", "alias.moved"]``); ``["*"]`` is every event.
     ``timeout_s`` bounds each attempt as a whole: connecting, sending and the answer.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str
     url: str

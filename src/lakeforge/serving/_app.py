@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from lakeforge.project import EndpointSpec
 from lakeforge.serving import _metrics
 from lakeforge.serving._entities import Entity
 from lakeforge.serving._protocol import (
@@ -40,7 +41,6 @@ from lakeforge.serving._protocol import (
     v2_outputs,
 )
 from lakeforge.serving._runtime import Endpoint, Runtime, all_entities
-from lakeforge.serving._spec import EndpointSpec
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

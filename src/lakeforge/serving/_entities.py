@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from lakeforge.project import EntitySpec
 from lakeforge.serving._model import LoadedModel, split
-from lakeforge.serving._spec import EntitySpec
 
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace

@@ -9,10 +9,10 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lakeforge.project import EndpointSpec
 from lakeforge.serving import _metrics
 from lakeforge.serving._entities import Batcher, Entity
 from lakeforge.serving._inference_log import Flusher, Spool, spool_dir
-from lakeforge.serving._spec import EndpointSpec
 from lakeforge.serving._watch import Watcher
 
 if TYPE_CHECKING:

@@ -11,8 +11,8 @@ import threading
 from typing import TYPE_CHECKING
 
 from lakeforge.errors import ConfigError
+from lakeforge.project import EndpointSpec, ServedEntitySpec
 from lakeforge.serving._inference_log import create_table, recover, spool_dir
-from lakeforge.serving._spec import EndpointSpec, ServedEntitySpec
 
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace
