@@ -24,8 +24,8 @@ import pyarrow.csv as pacsv
 from rich.console import Console
 from rich.rule import Rule
 
+from lakeforge._console import rich_table
 from lakeforge._workspace import Workspace, connect
-from lakeforge.cli._render import rich_table
 from lakeforge.errors import LakeforgeError
 from lakeforge.lakehouse import expect, expect_or_drop, expect_or_fail
 from lakeforge.lakehouse._ingest import IngestReport

@@ -11,8 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.table import Table
-
+from lakeforge._console import rich_table
 from lakeforge.cli._context import console
 from lakeforge.errors import LakeforgeError
 
@@ -51,17 +50,6 @@ def _flat(data: pa.Table) -> pa.Table:
             )
         columns.append(column)
     return pa.table(columns, names=data.column_names)
-
-
-def rich_table(data: pa.Table, *, title: str | None = None, max_rows: int = 50) -> Table:
-    table = Table(title=title, show_lines=False, header_style="bold cyan")
-    for name in data.column_names:
-        table.add_column(name, overflow="fold")
-    for row in data.slice(0, max_rows).to_pylist():
-        table.add_row(*("∅" if v is None else str(v) for v in row.values()))
-    if data.num_rows > max_rows:
-        table.caption = f"{max_rows} of {data.num_rows} rows shown"
-    return table
 
 
 def render(data: pa.Table, fmt: OutputFormat, output: Path | None, *, max_rows: int = 50) -> None:

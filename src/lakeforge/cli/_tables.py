@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from lakeforge._console import rich_table
 from lakeforge.cli._context import console, workspace
-from lakeforge.cli._render import rich_table
 
 app = typer.Typer(help="Create, inspect and maintain lakehouse tables.", no_args_is_help=True)
 

@@ -36,7 +36,9 @@ from lakeforge.errors import LakeforgeError
 from lakeforge.features._lookups import FeatureFunction, FeatureLookup, apply_functions
 from lakeforge.features._online_lookup import OnlineFeatureLookup
 from lakeforge.features._training import TrainingSet, create_training_set
+from lakeforge.lakehouse import Lakehouse
 from lakeforge.lakehouse._arrow import can_cast, materialize, to_arrow
+from lakeforge.project import TARGET_ENV, Project
 
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace
@@ -89,32 +91,32 @@ def lookups_from_spec(
     return found
 
 
-def feature_frame(ws: Workspace, spec: dict[str, Any], df: Any) -> pd.DataFrame:
+def feature_frame(lakehouse: Lakehouse, spec: dict[str, Any], df: Any) -> pd.DataFrame:
     """The model's input columns for ``df``: looked up, unless ``df`` already has them."""
-    data = _aware_timestamps(ws, spec, materialize(to_arrow(df, what="scoring input")))
+    data = _aware_timestamps(lakehouse, spec, materialize(to_arrow(df, what="scoring input")))
     lookups = lookups_from_spec(spec, set(data.column_names))
     if not lookups:
         return data.to_pandas()
-    frame = create_training_set(ws, data, lookups, label=None).load_df(format="pandas")
+    frame = create_training_set(lakehouse, data, lookups, label=None).load_df(format="pandas")
     assert isinstance(frame, pd.DataFrame)
     return frame
 
 
-def _timestamp_tz(ws: Workspace, lookup: dict[str, Any]) -> str | None:
+def _timestamp_tz(lakehouse: Lakehouse, lookup: dict[str, Any]) -> str | None:
     """The time zone of a lookup's timestamp key (in the spec since it was recorded there)."""
     if "timestamp_tz" in lookup:
         return cast(str | None, lookup["timestamp_tz"])
-    return ws.tables.schema(lookup["table_name"]).field(lookup["timestamp_key"]).type.tz
+    return lakehouse.schema(lookup["table_name"]).field(lookup["timestamp_key"]).type.tz
 
 
-def _aware_timestamps(ws: Workspace, spec: dict[str, Any], data: pa.Table) -> pa.Table:
+def _aware_timestamps(lakehouse: Lakehouse, spec: dict[str, Any], data: pa.Table) -> pa.Table:
     """Naive lookup timestamps are UTC (MLflow signatures carry no time zone)."""
     for lookup in spec["lookups"]:
         column = lookup["timestamp_lookup_key"]
         if column is None or column not in data.column_names:
             continue
         kind = data.schema.field(column).type
-        if pa.types.is_timestamp(kind) and kind.tz is None and _timestamp_tz(ws, lookup):
+        if pa.types.is_timestamp(kind) and kind.tz is None and _timestamp_tz(lakehouse, lookup):
             index = data.schema.get_field_index(column)
             data = data.set_column(
                 index, column, pc.cast(data.column(column), pa.timestamp(kind.unit, tz="UTC"))
@@ -151,6 +153,7 @@ class FeatureAwareModel(PythonModel):
         self._columns = _model_columns(self.spec)
         self._online: OnlineFeatureLookup | None = None
         self._lookups: dict[frozenset[str], list[FeatureLookup | FeatureFunction]] = {}
+        self._opened: tuple[tuple[str, str], Lakehouse] | None = None
 
     def use_online_store(self, store: OnlineStore) -> None:
         """Look features up in ``store`` from now on (latest row per key, one read per table).
@@ -174,12 +177,17 @@ class FeatureAwareModel(PythonModel):
         if not any(isinstance(lookup, FeatureLookup) for lookup in lookups):
             functions = [f for f in lookups if isinstance(f, FeatureFunction)]
             return apply_functions(pd.DataFrame(model_input).copy(), functions)
-        from lakeforge._workspace import connect
+        return feature_frame(self._lakehouse(), self.spec, model_input)
 
-        project = os.environ.get(PROJECT_ENV) or self.spec["project_dir"]
-        target = os.environ.get("LAKEFORGE_TARGET") or self.spec["target"]
-        with connect(target, project_dir=project) as ws:
-            return feature_frame(ws, self.spec, model_input)
+    def _lakehouse(self) -> Lakehouse:
+        """The feature tables' lakehouse: ``$LAKEFORGE_PROJECT_DIR`` on ``$LAKEFORGE_TARGET``,
+        else the project and target the model was trained in; opened once per pair."""
+        project_dir = os.environ.get(PROJECT_ENV) or self.spec["project_dir"]
+        target = os.environ.get(TARGET_ENV) or self.spec["target"]
+        if self._opened is None or self._opened[0] != (project_dir, target):
+            project = Project.load(project_dir)
+            self._opened = ((project_dir, target), Lakehouse(project, project.target(target)))
+        return self._opened[1]
 
 
 def log_feature_model(

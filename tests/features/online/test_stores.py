@@ -1,23 +1,25 @@
-"""The online stores: SQLite and Redis pass the conformance suite, under concurrency too."""
+"""The online stores: SQLite and Redis pass the public conformance suite, concurrency too."""
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from lakeforge.errors import ConfigError, TableNotFoundError
-from lakeforge.features.online import OnlineStore, UnknownFeatureError, open_online_store
-
-from .conformance import CHECKS, Check, check_online_store, run_check
+from lakeforge.errors import ConfigError
+from lakeforge.features.online import OnlineStore, open_online_store
+from lakeforge.testing import (
+    OnlineStoreCheck,
+    StoreFactory,
+    check_online_store,
+    online_store_checks,
+    parametrize_online_store_checks,
+)
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-Factory = Callable[[], OnlineStore]
 
 
 def _cleanup_redis(namespace: str) -> None:
@@ -33,103 +35,36 @@ def _cleanup_redis(namespace: str) -> None:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-def factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factory]:
+def factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     """Opens stores that share one backend and one fresh namespace."""
     namespace = f"test-{uuid.uuid4().hex[:12]}"
     uri = f"sqlite:///{tmp_path}/online.db" if request.param == "sqlite" else REDIS_URL
-    opened: list[OnlineStore] = []
 
     def make() -> OnlineStore:
-        store = open_online_store(uri, namespace=namespace)
-        opened.append(store)
-        return store
+        return open_online_store(uri, namespace=namespace)
 
     yield make
-    for store in opened:
-        store.close()
     if request.param == "redis":
         _cleanup_redis(namespace)
 
 
-@pytest.fixture
-def store(factory: Factory) -> OnlineStore:
-    return factory()
+@parametrize_online_store_checks()
+def test_conformance_check(factory: StoreFactory, check: OnlineStoreCheck) -> None:
+    check(factory)
+    with factory() as store:
+        assert store.tables() == []  # each check drops what it wrote
 
 
-@pytest.mark.parametrize("check", CHECKS.values(), ids=CHECKS.keys())
-def test_conformance_check(store: OnlineStore, check: Check) -> None:
-    run_check(store, check)
+def test_conformance_suite(factory: StoreFactory) -> None:
+    check_online_store(factory)
+    with factory() as store:
+        assert store.tables() == []
 
 
-def test_conformance_suite(store: OnlineStore) -> None:
-    check_online_store(store)
-    assert store.tables() == []
-
-
-def test_concurrent_interleaved_writes_keep_newest(factory: Factory) -> None:
-    t0 = datetime(2024, 1, 1, tzinfo=UTC)
-    ids = list(range(20))
-    n_threads, n_versions = 4, 15
-    errors: list[BaseException] = []
-
-    def writer(worker: int) -> None:
-        store = factory()  # one connection per thread, as separate processes would have
-        try:
-            # Each thread writes its own versions, newest and oldest interleaved.
-            versions = [v for v in range(n_versions) if v % n_threads == worker]
-            order = [x for pair in zip(versions[::-1], versions, strict=True) for x in pair]
-            for v in order or versions:
-                rows = pa.table(
-                    {
-                        "id": ids,
-                        "ts": pa.array([t0 + timedelta(minutes=v)] * len(ids)),
-                        "version": [v] * len(ids),
-                    }
-                )
-                store.write("events", rows, keys=["id"], timestamp="ts", features=["version"])
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(n_threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    out = factory().read("events", pa.table({"id": ids}), keys=["id"])
-    assert out.column("version").to_pylist() == [n_versions - 1] * len(ids)
-
-
-def test_a_reader_sees_a_table_recreated_by_another_connection(factory: Factory) -> None:
-    """Stores may cache table specs; a reader must still see a drop and a new schema."""
-    reader, writer = factory(), factory()
-    keys = pa.table({"k": pa.array([1], pa.int64())})
-    writer.write("t", pa.table({"k": [1], "x": [1.5]}), keys=["k"], timestamp=None, features=["x"])
-    assert reader.read("t", keys, keys=["k"]).column("x").to_pylist() == [1.5]
-    writer.drop("t")
-    with pytest.raises(TableNotFoundError):
-        reader.read("t", keys, keys=["k"])
-    writer.write("t", pa.table({"k": [1], "y": ["a"]}), keys=["k"], timestamp=None, features=["y"])
-    assert reader.read("t", keys, keys=["k"]).column("y").to_pylist() == ["a"]
-    with pytest.raises(UnknownFeatureError):
-        reader.read("t", keys, keys=["k"], features=["x"])
-
-
-def test_batch_read_of_1000_keys(store: OnlineStore) -> None:
-    n = 1_000
-    rows = pa.table(
-        {
-            "id": [f"user-{i}" for i in range(n)],
-            "ts": pa.array([datetime(2024, 1, 1, tzinfo=UTC)] * n),
-            "score": [i / 2 for i in range(n)],
-        }
-    )
-    assert store.write("users", rows, keys=["id"], timestamp="ts", features=["score"]) == n
-    wanted = [f"user-{i}" for i in range(n + 200)][::-1]  # 200 missing, reversed order
-    out = store.read("users", pa.table({"id": wanted}), keys=["id"])
-    assert out.num_rows == len(wanted)
-    assert out.column("id").to_pylist() == wanted
-    assert out.column("score").to_pylist() == [None] * 200 + [i / 2 for i in range(n)][::-1]
+def test_the_suite_runs_every_check_by_default() -> None:
+    names = [name for name, _ in online_store_checks()]
+    assert len(names) == len(set(names)) >= 15
+    assert "check_concurrent_interleaved_writes_keep_newest" in names
 
 
 def test_unknown_scheme_lists_known() -> None:

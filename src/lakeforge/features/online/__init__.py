@@ -4,7 +4,9 @@ Open one by URI with :func:`open_online_store`: ``sqlite:///path/online.db`` (em
 default; SQLAlchemy-style, so ``sqlite:////abs/online.db`` is absolute) or
 ``redis://host:port/db`` (needs ``pip install 'lakeforge[redis]'``). Third parties add a
 scheme through the ``lakeforge.online_stores`` entry point group: a callable
-``(uri, namespace) -> OnlineStore``.
+``(uri, namespace) -> OnlineStore`` (a subclass implementing the primitives on
+:class:`OnlineStore`, over :class:`TableSpec`, :class:`Record` and :class:`Stored`) that
+passes ``lakeforge.testing.check_online_store``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ from typing import TYPE_CHECKING, cast
 
 from lakeforge.errors import ConfigError
 from lakeforge.features.online._base import OnlineStore
-from lakeforge.features.online._codec import OnlineStoreError, UnknownFeatureError
+from lakeforge.features.online._codec import (
+    OnlineStoreError,
+    Record,
+    Stored,
+    TableSpec,
+    UnknownFeatureError,
+)
 
 if TYPE_CHECKING:
     from lakeforge.features.online._redis import RedisOnlineStore, RedisOnlineStoreConfig
@@ -25,10 +33,13 @@ if TYPE_CHECKING:
 __all__ = [
     "OnlineStore",
     "OnlineStoreError",
+    "Record",
     "RedisOnlineStore",
     "RedisOnlineStoreConfig",
     "SqliteOnlineStore",
     "SqliteOnlineStoreConfig",
+    "Stored",
+    "TableSpec",
     "UnknownFeatureError",
     "open_online_store",
 ]

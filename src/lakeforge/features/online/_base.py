@@ -3,7 +3,7 @@
 :class:`OnlineStore` validates arguments and converts Arrow data once, here; a backend
 implements the few primitives below it (``_get_spec``, ``_put_spec``, ``_upsert``,
 ``_fetch``, ``_delete``, ``tables``, ``_drop``, ``close``) and must pass
-``tests/features/online/conformance.py::check_online_store``.
+``lakeforge.testing.check_online_store`` (the public conformance suite).
 """
 
 from __future__ import annotations

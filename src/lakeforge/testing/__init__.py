@@ -1,0 +1,54 @@
+"""Public conformance suites for Lakeforge's backends (needs ``pytest``).
+
+A backend passes the same checks Lakeforge's own backends pass, in the shape of
+scikit-learn's ``check_estimator`` / ``parametrize_with_checks``: ``check_*`` runs every
+check, ``*_checks()`` yields ``(name, check)`` pairs, ``parametrize_*_checks()`` makes
+one pytest test per check. Checks a backend cannot pass are not skipped by name: an
+online store declares what it supports with :class:`OnlineStoreCapabilities`.
+
+An online store, given a factory that opens a new store on one backend and namespace::
+
+    from lakeforge.features.online import open_online_store
+    from lakeforge.testing import OnlineStoreCheck, parametrize_online_store_checks
+
+    @parametrize_online_store_checks()
+    def test_my_store(check: OnlineStoreCheck) -> None:
+        check(lambda: open_online_store("mystore://localhost/0", namespace="test"))
+
+A state store (a database SQLAlchemy speaks), given the URL of an empty database::
+
+    from lakeforge.testing import check_state_store
+
+    def test_my_database(empty_database_url: str) -> None:
+        check_state_store(empty_database_url)
+
+Importing ``lakeforge`` never imports this package (nor pytest).
+"""
+
+from lakeforge.testing.online_store import (
+    OnlineStoreCapabilities,
+    OnlineStoreCheck,
+    StoreFactory,
+    check_online_store,
+    online_store_checks,
+    parametrize_online_store_checks,
+)
+from lakeforge.testing.state_store import (
+    StateStoreCheck,
+    check_state_store,
+    parametrize_state_store_checks,
+    state_store_checks,
+)
+
+__all__ = [
+    "OnlineStoreCapabilities",
+    "OnlineStoreCheck",
+    "StateStoreCheck",
+    "StoreFactory",
+    "check_online_store",
+    "check_state_store",
+    "online_store_checks",
+    "parametrize_online_store_checks",
+    "parametrize_state_store_checks",
+    "state_store_checks",
+]
