@@ -34,6 +34,7 @@ from lakeforge.jobs import JobRunner
 from lakeforge.lakehouse import parse_columns
 from lakeforge.project._jobs import JobSpec
 from lakeforge.state import deployed_resources, job_settings
+from tests.conftest import git_init
 
 CONFIG: dict[str, Any] = {
     "name": "shop",
@@ -65,9 +66,14 @@ def _user(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LAKEFORGE_USER", "alice")
 
 
+# The functions the jobs name: deploy imports them from the snapshot it takes.
+PIPELINES = "def load():\n    pass\n\n\ndef features():\n    pass\n\n\ndef train():\n    pass\n"
+
+
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     write(tmp_path, CONFIG)
+    (tmp_path / "pipelines.py").write_text(PIPELINES)
     return tmp_path
 
 
@@ -157,7 +163,7 @@ def test_changed_tasks_update_keeps_a_users_unpause_and_removed_job_is_deleted(
     with connect(folder) as ws:
         result = deploy(ws)
         assert summary_of(result) == [("delete", "job", "refresh")]
-        assert render(result)[0] == "- job refresh"
+        assert render(result)[1] == "- job refresh"  # after the new code snapshot
         assert deployed_jobs(ws) == {"retrain": "[dev alice] retrain"}
         assert "refresh" not in settings(ws)
 
@@ -170,7 +176,7 @@ def test_a_schedule_added_in_dev_starts_paused(folder: Path) -> None:
     write(folder, edited(jobs=jobs))
     with connect(folder) as ws:
         result = deploy(ws)
-        assert render(result)[0] == "~ job refresh (schedule), paused"
+        assert render(result)[1] == "~ job refresh (schedule), paused"
         assert JobRunner(ws).paused("refresh")
 
 
@@ -193,6 +199,7 @@ def test_prod_deploy_uses_plain_names_and_schedules_run(folder: Path) -> None:
     jobs = copy.deepcopy(CONFIG["jobs"])
     jobs["refresh"]["schedule"] = {"cron": "0 * * * *", "paused": True}
     write(folder, edited(jobs=jobs))
+    git_init(folder)  # production mode deploys committed code
     with connect(folder, "prod") as ws:
         assert not ws.target.development
         result = deploy(ws)
@@ -236,11 +243,12 @@ def test_existing_table_with_other_columns_is_drift_and_left_alone(folder: Path)
 def test_dry_run_applies_nothing(folder: Path) -> None:
     with connect(folder) as ws:
         result = deploy(ws, dry_run=True)
-        assert len(result.changes) == 4 and not result.applied
-        assert render(result)[-1] == "dry run: 4 change(s) not applied"
+        assert len(result.changes) == 4 and not result.applied and result.code is not None
+        assert render(result)[0].startswith("+ code uncommitted working tree (snapshot ")
+        assert render(result)[-1] == "dry run: 5 change(s) not applied"  # and the code
         assert not ws.tables.exists("dev.silver.orders")
         assert deployed_jobs(ws) == {} and settings(ws) == {}
-        assert render(apply(ws, result))[-1] == "applied 4 change(s) to target dev"
+        assert render(apply(ws, result))[-1] == "applied 5 change(s) to target dev"
         assert not plan(ws).has_changes
 
 
@@ -251,7 +259,7 @@ def test_removed_table_is_forgotten_but_kept(folder: Path) -> None:
     with connect(folder) as ws:
         result = deploy(ws)
         assert summary_of(result) == [("forget", "table", "dev.silver.orders")]
-        assert "the table and its data are kept" in render(result)[0]
+        assert "the table and its data are kept" in render(result)[1]
         assert ws.tables.exists("dev.silver.orders")
         assert not deploy(ws).has_changes
 
@@ -322,9 +330,9 @@ def test_cli_prints_the_diff_then_applies(folder: Path, capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     assert "+ table dev.silver.orders" in out
     assert '+ job retrain as "[dev alice] retrain", paused' in out
-    assert "dry run: 4 change(s) not applied" in out
+    assert "dry run: 5 change(s) not applied" in out
     _cli()(args, standalone_mode=False)
-    assert "applied 4 change(s) to target dev" in capsys.readouterr().out
+    assert "applied 5 change(s) to target dev" in capsys.readouterr().out
     _cli()(args, standalone_mode=False)
     assert capsys.readouterr().out.splitlines()[-1] == "no changes"
 

@@ -204,6 +204,7 @@ def test_the_scheduler_fires_only_deployed_jobs(sched_ws: Workspace) -> None:
 
     sched = Scheduler(sched_ws, clock=Clock(START), background=False)
     assert sched.jobs() == {}
+    sched_ws.tables.write("dev.silver.input", pd.DataFrame({"a": [1]}))  # deploy checks it
     deploy(sched_ws)
     assert set(sched.jobs()) == {
         "hourly",

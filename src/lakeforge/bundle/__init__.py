@@ -1,8 +1,9 @@
-"""Deploying a project's declared resources (tables, jobs) to a target: ``lakeforge deploy``."""
+"""``lakeforge deploy``: a target gets the project's declared resources (tables, jobs,
+endpoints) and a snapshot of its code at its commit, which the target's jobs run."""
 
 from lakeforge.bundle._deploy import (
     Change,
-    DeployError,
+    CodeChange,
     Drift,
     Plan,
     apply,
@@ -15,15 +16,21 @@ from lakeforge.bundle._deploy import (
     spec_hash,
     summary,
 )
+from lakeforge.bundle._errors import DeployError
+from lakeforge.bundle._snapshot import Deployment
+from lakeforge.bundle._snapshot import current as current_deployment
 
 __all__ = [
     "Change",
+    "CodeChange",
     "DeployError",
+    "Deployment",
     "Drift",
     "Plan",
     "apply",
     "canonical_json",
     "deploy",
+    "current_deployment",
     "deployed_jobs",
     "deployed_name",
     "plan",

@@ -7,35 +7,41 @@ tables but never alters or drops an existing one: a table whose columns differ f
 declared ones is reported as drift. Endpoints are recorded (``lakeforge serve`` runs
 them) and their inference tables created; a served model the target's registry does not
 have yet is reported, not refused: with deploy-code, models arrive after the code.
+
+:func:`deploy` also snapshots the project's code at its commit into the target (see
+``_snapshot``) after checking the jobs' references against it (``_validate``): the
+target's jobs run that snapshot, never the working copy.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 from sqlalchemy import Connection, delete, select
 
 from lakeforge._identity import current_user
+from lakeforge.bundle._errors import DeployError
+from lakeforge.bundle._snapshot import collect, current, describe, record, stage
+from lakeforge.bundle._validate import check_references
 from lakeforge.errors import LakeforgeError, SchemaMismatchError, TableNameError
 from lakeforge.lakehouse import TableName, parse_columns
+from lakeforge.project import EndpointSpec
 from lakeforge.project._jobs import JobSpec, TableSpec
-from lakeforge.serving._spec import EndpointSpec
 from lakeforge.state import deployed_resources, job_settings, upsert
 
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace
 
 Action = Literal["create", "update", "delete", "forget"]
+Progress = Callable[[str], None]  # told each step: snapshotting, validating, each resource
 Kind = Literal["job", "table", "endpoint"]
-
-
-class DeployError(LakeforgeError):
-    """A declared resource that cannot be deployed, or a plan applied to the wrong target."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,21 @@ class Drift:
 
 
 @dataclass(frozen=True)
+class CodeChange:
+    """A new code snapshot: what the target's jobs run once the plan is applied."""
+
+    path: str  # the snapshot folder under <root>/deployments
+    commit: str | None
+    dirty: bool
+    content_hash: str
+    previous: str | None = None  # the code deployed before (its label); None: none yet
+
+    @property
+    def label(self) -> str:
+        return describe(self.commit, self.dirty)
+
+
+@dataclass(frozen=True)
 class Plan:
     """What deploying the project to ``target`` changes; ``applied`` once carried out."""
 
@@ -86,10 +107,12 @@ class Plan:
     drift: tuple[Drift, ...] = ()
     unresolved: tuple[str, ...] = ()  # endpoint entities whose model is not in the target
     applied: bool = False
+    unapproved: tuple[str, ...] = ()  # alias moves made in MLflow directly, now recorded
+    code: CodeChange | None = None  # None: the code deployed already is this code
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.changes)
+        return bool(self.changes) or self.code is not None
 
 
 def canonical_json(spec: JobSpec | TableSpec | EndpointSpec) -> str:
@@ -181,8 +204,19 @@ def plan(ws: Workspace) -> Plan:
             changes.append(Change("delete", kind, name, row.deployed_name))
         elif kind == "table" and name not in declared_tables:
             changes.append(Change("forget", "table", name, row.deployed_name))
+    unapproved = tuple(
+        f"{e.model}@{e.alias}: "
+        f"{'none' if e.from_version is None else f'v{e.from_version}'} -> "
+        f"{'removed' if e.to_version is None else f'v{e.to_version}'}"
+        for e in ws.models.check_drift()
+    )
     return Plan(
-        ws.target.name, ws.target.development, tuple(changes), tuple(drift), tuple(unresolved)
+        ws.target.name,
+        ws.target.development,
+        tuple(changes),
+        tuple(drift),
+        tuple(unresolved),
+        unapproved=unapproved,
     )
 
 
@@ -275,15 +309,17 @@ def _changed_fields(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, ...]
 # -- applying -------------------------------------------------------------------------
 
 
-def apply(ws: Workspace, plan: Plan) -> Plan:
-    """Carry out ``plan``: one state-store transaction per resource; returns it applied."""
+def apply(ws: Workspace, plan: Plan, *, progress: Progress | None = None) -> Plan:
+    """Carry out ``plan``: tables first (created only if missing), then the records and the
+    code snapshot they run, in one state-store transaction; returns it applied."""
     if plan.target != ws.target.name:
         raise DeployError(
             f"this plan is for target {plan.target!r}, not {ws.target.name!r}",
             hint=f"plan again with -t {ws.target.name}",
         )
-    engine = ws.state.connect_engine()
+    step = progress or _silent
     for change in plan.changes:
+        step(f"{change.action} {change.kind} {change.name}")
         if change.kind == "table" and change.action == "create":
             assert change.spec is not None
             _create_table(ws, change.name, TableSpec.model_validate_json(change.spec))
@@ -294,7 +330,8 @@ def apply(ws: Workspace, plan: Plan) -> Plan:
                 from lakeforge.serving._inference_log import create_table
 
                 create_table(ws, table.table)
-        with engine.begin() as conn:
+    with ws.state.connect_engine().begin() as conn:
+        for change in plan.changes:
             if change.action in ("create", "update"):
                 _upsert_record(conn, change)
             else:
@@ -308,13 +345,72 @@ def apply(ws: Workspace, plan: Plan) -> Plan:
                 conn.execute(delete(job_settings).where(job_settings.c.job == change.name))
             if change.paused is not None:
                 _set_paused(conn, change.name, change.paused)
+        if plan.code is not None:
+            step(f"recording code {plan.code.label}")
+            code = plan.code
+            record(conn, Path(code.path), code.commit, code.dirty, code.content_hash)
     return replace(plan, applied=True)
 
 
-def deploy(ws: Workspace, *, dry_run: bool = False) -> Plan:
-    """Plan the target's changes and (unless ``dry_run``) apply them."""
+def deploy(
+    ws: Workspace,
+    *,
+    dry_run: bool = False,
+    allow_dirty: bool = False,
+    progress: Progress | None = None,
+) -> Plan:
+    """Snapshot the code, check the references the jobs make, plan the target's changes and
+    (unless ``dry_run``) apply them. A refused snapshot or check changes nothing.
+
+    A dirty tree (or no git commit) is refused on a production-mode target unless
+    ``allow_dirty``; the snapshot then holds the working tree and is recorded dirty.
+    """
+    step = progress or _silent
     planned = plan(ws)
-    return planned if dry_run else apply(ws, planned)
+    step("snapshotting the code")
+    source = collect(ws, allow_dirty=allow_dirty)
+    resources = {
+        "project": ws.project.name,
+        **{
+            kind: {name: spec.model_dump(mode="json") for name, spec in specs.items()}
+            for kind, specs in (
+                ("jobs", ws.project.config.jobs),
+                ("tables", ws.project.config.tables),
+                ("endpoints", ws.project.config.endpoints),
+            )
+        },
+    }
+    what = (
+        "the working tree"
+        if source.commit is None or source.dirty
+        else f"the files git tracks at {source.commit[:12]}"
+    )
+    with stage(ws, source, resources) as staged:
+        step(f"validating the jobs' references in {what}")
+        problems = check_references(ws, staged.code_dir, what)
+        if problems:
+            raise DeployError(
+                f"deploy to target {ws.target.name} refused, nothing was changed:\n  "
+                + "\n  ".join(problems),
+                hint="fix them and deploy again (the snapshot holds the files git tracks: "
+                "`git add` new modules)",
+            )
+        path = staged.publish()
+    deployed = current(ws)
+    if deployed is None or deployed.path != path:
+        code = CodeChange(
+            str(path),
+            source.commit,
+            source.dirty,
+            staged.content_hash,
+            previous=None if deployed is None else deployed.label,
+        )
+        planned = replace(planned, code=code)
+    return planned if dry_run else apply(ws, planned, progress=step)
+
+
+def _silent(_step: str) -> None:
+    return None
 
 
 def _create_table(ws: Workspace, name: str, spec: TableSpec) -> None:
@@ -352,6 +448,11 @@ DRIFT_NOTE = "  deploy does not alter existing tables: change their columns your
 def render(plan: Plan, *, with_summary: bool = True) -> list[str]:
     """The plan as diff lines (``+`` create, ``~`` update, ``-`` delete, ``!`` drift)."""
     lines: list[str] = []
+    if plan.code is not None:
+        if plan.code.previous is None:
+            lines.append(f"+ code {plan.code.label} (snapshot {Path(plan.code.path).name})")
+        else:
+            lines.append(f"~ code {plan.code.previous} -> {plan.code.label}")
     for change in plan.changes:
         subject = f"{change.kind} {change.name}"
         if change.action == "create":
@@ -371,6 +472,11 @@ def render(plan: Plan, *, with_summary: bool = True) -> list[str]:
         lines.append(f"! drift table {found.table}: {found.describe()}")
     for problem in plan.unresolved:
         lines.append(f"! {problem} (`lakeforge serve` refuses it until it is registered)")
+    for move in plan.unapproved:
+        lines.append(
+            f"! unapproved alias move {move} (made in MLflow outside Lakeforge; recorded in "
+            "`models history`)"
+        )
     if plan.drift:
         lines.append(DRIFT_NOTE)
     if with_summary:
@@ -380,7 +486,7 @@ def render(plan: Plan, *, with_summary: bool = True) -> list[str]:
 
 def summary(plan: Plan) -> str:
     """``applied N change(s)``, ``no changes``, or what a dry run left unapplied."""
-    count = len(plan.changes)
+    count = len(plan.changes) + (plan.code is not None)
     if not count:
         return "no changes"
     if plan.applied:

@@ -107,12 +107,16 @@ def scheduler(
     interval: Annotated[float, typer.Option(help="Seconds between checks.")] = 1.0,
 ) -> None:
     """Fire the schedules and triggers of the jobs deployed to the target (a daemon)."""
+    from lakeforge.bundle import current_deployment
     from lakeforge.jobs import Scheduler
 
     ws = _ctx_workspace(ctx)
+    deployed = current_deployment(ws)
+    code = "no code deployed" if deployed is None else f"code {deployed.label}"
     console.print(
         f"scheduler for target {ws.target.name}: {len(Scheduler(ws).jobs())} deployed "
-        "job(s); Ctrl+C stops it"
+        f"job(s), {code}; Ctrl+C stops it",
+        highlight=False,
     )
     with sigterm_interrupts():
         try:

@@ -1,10 +1,12 @@
-"""``lakeforge deploy``: make a target match the tables and jobs declared in the project."""
+"""``lakeforge deploy``: snapshot the code at its commit and make a target match the
+tables, jobs and endpoints the project declares."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from lakeforge.cli._context import console, workspace
 
@@ -16,16 +18,38 @@ def deploy_command(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the changes without applying them.")
     ] = False,
+    allow_dirty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-dirty",
+            help="Deploy uncommitted changes to a production-mode target (recorded as dirty).",
+        ),
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
-    """Make the target (-t) match the tables and jobs the project declares; shows the diff first."""
+    """Snapshot the code at its commit into the target (-t) and make the target match the
+    tables, jobs and endpoints the project declares; shows the diff."""
     ws = workspace(ctx)
     mode = "development" if ws.target.development else "production"
     console.print(f"deploying {ws.project.name} to target {ws.target.name} ({mode} mode)")
-    from lakeforge.bundle import apply, plan, render, summary
+    from lakeforge.bundle import deploy, render, summary
 
-    planned = plan(ws)
-    for line in render(planned, with_summary=False):
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=quiet or not console.is_terminal,
+    ) as bar:
+        step = bar.add_task("deploying", total=None)
+        result = deploy(
+            ws,
+            dry_run=dry_run,
+            allow_dirty=allow_dirty,
+            progress=lambda text: bar.update(step, description=text),
+        )
+    for line in render(result, with_summary=False):
         # Plain text: deployed names such as "[dev alice] job" are not Rich markup.
         console.print(line, style=_STYLES.get(line[:1]), markup=False, highlight=False)
-    result = planned if dry_run or not planned.has_changes else apply(ws, planned)
     console.print(summary(result), markup=False, highlight=False)

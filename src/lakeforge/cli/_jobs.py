@@ -50,6 +50,13 @@ def _summary(run: JobRun) -> None:
     )
 
 
+def _code(run: JobRun) -> str:
+    """The commit a run ran (short), and where from: ``1a2b3c4d5e6f`` deployed, or
+    ``1a2b3c4d5e6f (working copy)``."""
+    commit = (run.commit or "no commit")[:12]
+    return commit if run.deployment is not None else f"{commit} (working copy)"
+
+
 def _exit_for(run: JobRun) -> None:
     if run.status not in ("succeeded", "skipped"):
         raise typer.Exit(code=1)
@@ -57,7 +64,18 @@ def _exit_for(run: JobRun) -> None:
 
 def run_job(ctx: typer.Context, job: str, params: list[str] | None) -> None:
     runner = JobRunner(workspace(ctx))
-    console.print(f"running {job} on target {runner.ws.target.name}")
+    target = runner.ws.target.name
+    source = runner.source(job)  # refuses a job not deployed to a production-mode target
+    if source.deployment is None:
+        console.print(
+            f"running the working copy: job {job} is not deployed to {target}", style="yellow"
+        )
+    else:
+        console.print(
+            f"running {job} on target {target}: deployment {source.deployment.id} "
+            f"({source.deployment.label})",
+            highlight=False,
+        )
     result = runner.run(job, parameters=_params(params), progress=_progress)
     assert result is not None  # only a run with a fire key can be refused as a duplicate
     _summary(result)
@@ -95,7 +113,15 @@ def runs(
 ) -> None:
     """Recent runs (of one job or all), newest first; runs whose runner died are closed."""
     table = Table(
-        "run", "job", "status", "trigger", "started", "tasks", "error", header_style="bold cyan"
+        "run",
+        "job",
+        "status",
+        "trigger",
+        "started",
+        "commit",
+        "tasks",
+        "error",
+        header_style="bold cyan",
     )
     runner = JobRunner(workspace(ctx))
     runner.recover_orphans()
@@ -107,6 +133,7 @@ def runs(
             r.status,
             r.trigger,
             r.started_at.isoformat(timespec="seconds") if r.started_at else "",
+            _code(r),
             tasks,
             r.error or "",
         )

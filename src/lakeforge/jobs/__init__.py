@@ -10,7 +10,8 @@ import json
 import os
 from typing import Any
 
-from lakeforge.jobs._runner import JobError, JobRun, JobRunner, TaskRun, run_if_met
+from lakeforge.jobs._errors import JobError
+from lakeforge.jobs._runner import JobRun, JobRunner, TaskRun, run_if_met
 from lakeforge.jobs._scheduler import Firing, Scheduler
 
 
@@ -25,7 +26,8 @@ def task_values(task: str | None = None) -> dict[str, Any]:
 
 
 def job_context() -> dict[str, Any]:
-    """The running task's context: job, run_id, target, project_dir, git_commit, task."""
+    """The running task's context: job, run_id, target, project_dir, code_dir (the deployed
+    snapshot, or the working copy), deployment, git_commit (of that code), task."""
     return dict(json.loads(os.environ.get("LAKEFORGE_JOB_CONTEXT", "{}")))
 
 

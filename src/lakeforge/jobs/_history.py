@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, insert, update
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from lakeforge._identity import current_user
@@ -34,9 +34,12 @@ def record_run(
     trigger_info: dict[str, Any] | None,
     fire_key: str | None,
     runner: str,
+    deployment_id: int | None = None,
+    code_commit: str | None = None,
 ) -> int | None:
     """Record a queued run in ``conn``'s transaction; its id, or None when ``fire_key``
-    (a scheduled time, an event) already fired for ``job``."""
+    (a scheduled time, an event) already fired for ``job``. ``deployment_id`` names the
+    deployment whose code it runs (None: the working copy), ``code_commit`` its commit."""
     if fire_key is not None:
         row = {"job": job, "fire_key": fire_key, "fired_at": utcnow()}
         if conn.execute(_insert_new_fire(conn, row)).first() is None:
@@ -52,6 +55,8 @@ def record_run(
             cancel_requested=False,
             actor=current_user(),
             runner=runner,
+            deployment_id=deployment_id,
+            code_commit=code_commit,
         )
     ).inserted_primary_key
     assert key is not None
@@ -119,3 +124,15 @@ def close_run(
         JOB_FINISHED, job, {"run_id": run_id, "status": status, "tasks": states}, conn=conn
     )
     return status
+
+
+def refuse_run(conn: Connection, state: StateStore, run_id: int, job: str, error: str) -> None:
+    """Close a queued run that cannot start (``error`` says why); its tasks are skipped.
+    A run no longer queued (another process took it) is left alone."""
+    status = conn.execute(select(job_runs.c.status).where(job_runs.c.id == run_id)).scalar()
+    if status != "queued":
+        return
+    tasks = conn.execute(select(task_runs.c.task).where(task_runs.c.run_id == run_id)).scalars()
+    states = dict.fromkeys(tasks.all(), "skipped")
+    conn.execute(update(task_runs).where(task_runs.c.run_id == run_id).values(status="skipped"))
+    close_run(conn, state, run_id, job, states, error=error)

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -38,9 +38,10 @@ class AttemptSpec:
     parameters: dict[str, Any]
     upstream_values: dict[str, dict[str, Any]]
     context: dict[str, Any]
-    project_dir: str
+    code_dir: str  # the deployed snapshot (or working copy): working directory, on sys.path
     target: str
     timeout_s: float | None
+    env: dict[str, str] = field(default_factory=dict)  # added to the task's environment
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,10 @@ def run_attempt(
                 default=str,
             )
         )
-        paths = [spec.project_dir, os.environ.get("PYTHONPATH", "")]
+        paths = [spec.code_dir, os.environ.get("PYTHONPATH", "")]
         env = {
             **os.environ,
+            **spec.env,
             "PYTHONPATH": os.pathsep.join(p for p in paths if p),
             "LAKEFORGE_TARGET": spec.target,
         }
@@ -90,7 +92,7 @@ def run_attempt(
         # -P: the jobs package folder does not go on sys.path (its modules would shadow)
         process = subprocess.Popen(
             [sys.executable, "-P", str(TASK_MAIN), str(spec_file)],
-            cwd=spec.project_dir,
+            cwd=spec.code_dir,
             stdin=subprocess.PIPE,
             stdout=out,
             stderr=subprocess.STDOUT,

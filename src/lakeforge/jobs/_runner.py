@@ -1,6 +1,9 @@
 """Running jobs: each task attempt in its own subprocess (and process group), history in
 the state store, retries with backoff, timeouts, ``run_if``, task values, cancel, repair.
 
+A run follows the spec and runs the code the target deployed (see ``_source``), and
+records which deployment and commit that was.
+
 A task's process group is recorded before the task starts, the process dies with its
 runner, and its outcome is written to a file before it exits: a runner killed at any
 point leaves nothing running and loses no finished task (see ``_recovery``)."""
@@ -22,12 +25,21 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, func, select, update
 
 from lakeforge.errors import LakeforgeError
-from lakeforge.jobs._history import FAILED, TERMINAL, close_run, record_run, result_file, utcnow
+from lakeforge.jobs._errors import JobError
+from lakeforge.jobs._history import (
+    FAILED,
+    TERMINAL,
+    close_run,
+    record_run,
+    refuse_run,
+    result_file,
+    utcnow,
+)
 from lakeforge.jobs._process import AttemptSpec, Outcome, group_identity, run_attempt
 from lakeforge.jobs._recovery import adopt_orphans, recover_orphans
+from lakeforge.jobs._source import JobSource, Sources
 from lakeforge.project._jobs import JobSpec, RunIf, TaskSpec
 from lakeforge.state import as_utc, job_runs, job_settings, task_runs, upsert
-from lakeforge.tracking import git_info
 
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace
@@ -36,10 +48,6 @@ ProgressCallback = Callable[[str, str, str], None]  # task, status, detail
 _TEMPLATE = re.compile(r"\{\{\s*([a-zA-Z_][\w.]*)\s*\}\}")
 _POLL_S = 0.2
 RUNNER = f"{socket.gethostname()}:{os.getpid()}"
-
-
-class JobError(LakeforgeError):
-    """An unknown job or run, or a run that cannot be repaired or cancelled."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,8 @@ class JobRun:
     ended_at: datetime | None
     error: str | None
     tasks: dict[str, TaskRun]
+    deployment: int | None = None  # the deployment whose code ran; None: the working copy
+    commit: str | None = None  # the git commit of that code
 
 
 def run_if_met(rule: RunIf, upstream: list[str]) -> bool:
@@ -96,14 +106,17 @@ class JobRunner:
             else ws.project.directory / ".lakeforge" / ws.target.name
         )
         self.log_root = home / "jobs" / "runs"
+        self.sources = Sources(ws)
 
     # -- lookups --------------------------------------------------------------------------
 
+    def source(self, job: str) -> JobSource:
+        """What a run of ``job`` started now follows and runs: the deployed snapshot, or
+        in development mode the working copy of a job not deployed."""
+        return self.sources.for_new_run(job)
+
     def spec(self, job: str) -> JobSpec:
-        jobs = self.ws.project.config.jobs
-        if job not in jobs:
-            raise JobError(f"unknown job {job!r} (jobs: {', '.join(jobs) or 'none declared'})")
-        return jobs[job]
+        return self.source(job).spec
 
     def get(self, run_id: int) -> JobRun:
         engine = self.ws.state.connect_engine()
@@ -122,6 +135,8 @@ class JobRunner:
             started_at=row.started_at and as_utc(row.started_at),
             ended_at=row.ended_at and as_utc(row.ended_at),
             error=row.error,
+            deployment=row.deployment_id,
+            commit=row.code_commit,
             tasks={
                 t.task: TaskRun(
                     t.task,
@@ -151,7 +166,10 @@ class JobRunner:
                 select(job_settings.c.paused).where(job_settings.c.job == job)
             ).scalar()
         if value is None:
-            schedule = self.spec(job).schedule
+            try:
+                schedule = self.spec(job).schedule
+            except JobError:  # not runnable here: nothing of it fires
+                return False
             return bool(schedule and schedule.paused)
         return bool(value)
 
@@ -200,7 +218,8 @@ class JobRunner:
     ) -> int | None:
         """Record a queued run of ``job`` in ``conn``'s transaction, for :meth:`start`;
         its id, or None when ``fire_key`` already fired for this job."""
-        spec = self.spec(job)
+        source = self.source(job)
+        spec = source.spec
         unknown = sorted(set(parameters or {}) - set(spec.parameters))
         if unknown:
             raise JobError(
@@ -216,18 +235,35 @@ class JobRunner:
             trigger_info=trigger_info,
             fire_key=fire_key,
             runner=RUNNER,
+            deployment_id=None if source.deployment is None else source.deployment.id,
+            code_commit=source.commit,
         )
 
     def start(self, run_id: int, progress: ProgressCallback | None = None) -> JobRun:
         """Run a recorded (queued) run once the job's concurrency limit admits it."""
         with self.ws.state.connect_engine().connect() as conn:
-            job = str(conn.execute(select(job_runs.c.job).where(job_runs.c.id == run_id)).scalar())
-        spec = self.spec(job)
-        while (admitted := self._admit(run_id, job, spec)) is None:
+            row = conn.execute(
+                select(job_runs.c.job, job_runs.c.deployment_id).where(job_runs.c.id == run_id)
+            ).one()
+        try:
+            source = self._verified(row.job, row.deployment_id)
+        except LakeforgeError as exc:  # recorded, but its code is gone or changed
+            with self.ws.state.connect_engine().begin() as conn:
+                refuse_run(conn, self.ws.state, run_id, row.job, exc.message)
+            return self.get(run_id)
+        spec = source.spec
+        while (admitted := self._admit(run_id, row.job, spec)) is None:
             time.sleep(_POLL_S)
         if not admitted:
             return self.get(run_id)
-        return self._execute(run_id, spec, set(spec.order()), progress)
+        return self._execute(run_id, source, set(spec.order()), progress)
+
+    def _verified(self, job: str, deployment_id: int | None) -> JobSource:
+        """The source of a recorded run, its snapshot checked against the deployed hash."""
+        source = self.sources.for_run(job, deployment_id)
+        if source.deployment is not None:
+            source.deployment.verify()
+        return source
 
     def _admit(self, run_id: int, job: str, spec: JobSpec) -> bool | None:
         """Move a queued run to running if a slot is free (True); ``skip`` policy without
@@ -306,7 +342,8 @@ class JobRunner:
         run = self.get(run_id)
         if run.status in ("running", "queued"):
             raise JobError(f"run {run_id} is still {run.status}; repair it once it has finished")
-        spec = self.spec(run.job)
+        source = self._verified(run.job, run.deployment)
+        spec = source.spec
         again = spec.downstream({k for k, t in run.tasks.items() if t.status != "succeeded"})
         if not again:
             raise JobError(f"run {run_id} has nothing to repair: every task succeeded")
@@ -334,7 +371,7 @@ class JobRunner:
                 .where(task_runs.c.run_id == run_id, task_runs.c.task.in_(again))
                 .values(status="pending", error=None, ended_at=None)
             )
-        return self._execute(run_id, spec, again, progress)
+        return self._execute(run_id, source, again, progress)
 
     def cancel(self, run_id: int) -> None:
         """Ask a running run to stop; its task processes (and their children) are killed."""
@@ -358,8 +395,9 @@ class JobRunner:
             )
 
     def _execute(
-        self, run_id: int, spec: JobSpec, todo: set[str], progress: ProgressCallback | None
+        self, run_id: int, source: JobSource, todo: set[str], progress: ProgressCallback | None
     ) -> JobRun:
+        spec = source.spec
         run = self.get(run_id)
         states = {k: t.status for k, t in run.tasks.items()}
         values = {k: t.values for k, t in run.tasks.items()}
@@ -373,7 +411,9 @@ class JobRunner:
             "run_id": run_id,
             "target": self.ws.target.name,
             "project_dir": str(self.ws.project.directory),
-            "git_commit": git_info(self.ws.project.directory).commit or "",
+            "code_dir": str(source.code_dir),
+            "deployment": None if source.deployment is None else source.deployment.id,
+            "git_commit": source.commit or "",
         }
         running: dict[Future[tuple[str, dict[str, Any], str | None]], str] = {}
         with ThreadPoolExecutor(max_workers=self.max_parallel) as pool:
@@ -409,7 +449,14 @@ class JobRunner:
                     )
                     running[
                         pool.submit(
-                            self._attempts, run_id, task, params, upstream_values, context, progress
+                            self._attempts,
+                            run_id,
+                            source,
+                            task,
+                            params,
+                            upstream_values,
+                            context,
+                            progress,
                         )
                     ] = key
                 if not running:
@@ -429,6 +476,7 @@ class JobRunner:
     def _attempts(
         self,
         run_id: int,
+        source: JobSource,
         task: TaskSpec,
         params: dict[str, Any],
         upstream: dict[str, dict[str, Any]],
@@ -452,7 +500,9 @@ class JobRunner:
                 attempts=attempt + 1,
             )
             _notify(progress, task.key, "running", f"attempt {attempt + 1}")
-            outcome = self._attempt(run_id, task, params, upstream, context, log, attempt + 1)
+            outcome = self._attempt(
+                run_id, source, task, params, upstream, context, log, attempt + 1
+            )
             status, error, values = outcome.status, outcome.error, outcome.values
             if status in ("succeeded", "canceled"):
                 break
@@ -472,6 +522,7 @@ class JobRunner:
     def _attempt(
         self,
         run_id: int,
+        source: JobSource,
         task: TaskSpec,
         params: dict[str, Any],
         upstream: dict[str, dict[str, Any]],
@@ -479,7 +530,7 @@ class JobRunner:
         log: Path,
         attempt_no: int,
     ) -> Outcome:
-        script = task.script and str((self.ws.project.directory / task.script).resolve())
+        script = task.script and str((source.code_dir / task.script).resolve())
         attempt = AttemptSpec(
             task=task.key,
             python=task.python,
@@ -487,11 +538,12 @@ class JobRunner:
             parameters=params,
             upstream_values=upstream,
             context={**context, "task": task.key},
-            project_dir=str(self.ws.project.directory),
+            code_dir=str(source.code_dir),
             target=self.ws.target.name,
             timeout_s=task.timeout_s,
+            env=source.env(self.ws.project.directory),
         )
-        if self.spec(context["job"]).executor == "ray":
+        if source.spec.executor == "ray":
             from lakeforge.jobs._ray import run_on_ray
 
             outcome, output = run_on_ray(attempt, self.ws.target, run_id)

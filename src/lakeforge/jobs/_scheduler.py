@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from lakeforge.jobs._errors import JobError
 from lakeforge.jobs._runner import JobRunner
 from lakeforge.project._jobs import (
     CronSchedule,
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
 Clock = Callable[[], datetime]
 Due = list[tuple[str, str, dict[str, Any]]]  # (trigger, fire key, trigger info)
 LEASE = "scheduler"
+_log = logging.getLogger(__name__)
 GRACE = timedelta(seconds=60)  # a cron time older than this when seen was missed
 
 
@@ -119,8 +122,8 @@ class Scheduler:
     # -- one pass -------------------------------------------------------------------------
 
     def jobs(self) -> dict[str, JobSpec]:
-        """The jobs this scheduler fires: those deployed to the target (or ``jobs=``)."""
-        declared = self.ws.project.config.jobs
+        """The jobs this scheduler fires, with their deployed specs: those deployed to the
+        target (or ``jobs=``; in development mode an undeployed one's working copy)."""
         if self.only is not None:
             names = self.only
         else:
@@ -130,7 +133,13 @@ class Scheduler:
                         select(deployed_resources.c.name).where(deployed_resources.c.kind == "job")
                     ).scalars()
                 )
-        return {name: declared[name] for name in names if name in declared}
+        found = {}
+        for name in names:
+            try:
+                found[name] = self.runner.spec(name)
+            except JobError as exc:  # not runnable on this target: said once per pass
+                _log.warning("scheduler: job %s is not fired: %s", name, exc.message)
+        return found
 
     def tick(self) -> list[Firing]:
         """Check every schedule and trigger once; start the runs that are due.

@@ -82,7 +82,7 @@ def main(spec_file: str) -> int:
     result_path = Path(spec["result"])
     os.environ["LAKEFORGE_TASK_VALUES"] = json.dumps(spec["upstream_values"])
     os.environ["LAKEFORGE_JOB_CONTEXT"] = json.dumps(spec["context"])
-    sys.path.insert(0, spec["context"]["project_dir"])
+    sys.path.insert(0, spec["context"]["code_dir"])  # -P left the current folder off
     try:
         if spec.get("python"):
             values = _call(spec["python"], spec["parameters"])

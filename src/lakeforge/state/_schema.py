@@ -148,6 +148,8 @@ job_runs = Table(
     Column("cancel_requested", Boolean, nullable=False),
     Column("actor", String(255), nullable=False),
     Column("runner", String(255), nullable=True),  # host:pid of the process running it
+    Column("deployment_id", Integer, nullable=True),  # deployments.id; None: the working copy
+    Column("code_commit", String(64), nullable=True),  # the git commit of the code it ran
     Index("ix_job_runs_job", "job", "id"),
 )
 
@@ -211,6 +213,19 @@ deployed_resources = Table(
     Column("deployed_name", String(255), nullable=False),
     Column("spec_hash", String(64), nullable=False),
     Column("spec", Text, nullable=False),
+    Column("deployed_by", String(255), nullable=False),
+    Column("deployed_at", DateTime(timezone=True), nullable=False),
+)
+
+deployments = Table(  # the code snapshots `lakeforge deploy` wrote; the newest is current
+    "deployments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("snapshot", String(64), nullable=False),  # folder name under <root>/deployments
+    Column("commit", String(64), nullable=True),  # None: the project is not a git checkout
+    Column("dirty", Boolean, nullable=False),  # uncommitted changes were snapshotted
+    Column("content_hash", String(64), nullable=False),  # sha256 over the snapshot's files
+    Column("path", Text, nullable=False),
     Column("deployed_by", String(255), nullable=False),
     Column("deployed_at", DateTime(timezone=True), nullable=False),
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
+import os
 import platform
 import subprocess
 from dataclasses import dataclass
@@ -24,6 +25,11 @@ TAG_PIPELINE = "lakeforge.pipeline"
 TAG_DATA = "lakeforge.data_versions"
 TAG_RUN = "lakeforge.run_id"
 TAG_COPIED_FROM = "lakeforge.copied_from"
+TAG_DEPLOYMENT = "lakeforge.deployment"
+# Set by the jobs engine for a task running a deployed code snapshot (not a git checkout).
+DEPLOYED_COMMIT_ENV = "LAKEFORGE_DEPLOYED_COMMIT"
+DEPLOYED_DIRTY_ENV = "LAKEFORGE_DEPLOYED_DIRTY"
+DEPLOYMENT_ENV = "LAKEFORGE_DEPLOYMENT"
 SOURCE_TYPE = "lakeforge_delta"
 
 
@@ -32,9 +38,12 @@ class GitInfo:
     commit: str | None
     branch: str | None
     dirty: bool | None
+    deployment: str | None = None  # the target's deployment whose snapshot ran
 
     def tags(self) -> dict[str, str]:
         tags = {}
+        if self.deployment:
+            tags[TAG_DEPLOYMENT] = self.deployment
         if self.commit:
             tags[TAG_COMMIT] = self.commit
             tags["mlflow.source.git.commit"] = self.commit
@@ -47,7 +56,19 @@ class GitInfo:
 
 
 def git_info(directory: Path) -> GitInfo:
-    """The commit, branch and dirty flag of the git checkout holding ``directory``."""
+    """The commit, branch and dirty flag of the git checkout holding ``directory``.
+
+    In a job task running a deployed snapshot, the deployed commit and dirty flag (from
+    ``$LAKEFORGE_DEPLOYED_COMMIT``): that is the code running, whatever the checkout holds.
+    """
+    deployment = os.environ.get(DEPLOYMENT_ENV)
+    if deployment:
+        return GitInfo(
+            os.environ.get(DEPLOYED_COMMIT_ENV) or None,
+            None,
+            os.environ.get(DEPLOYED_DIRTY_ENV, "true") == "true",
+            deployment,
+        )
 
     def git(*args: str) -> str | None:
         try:
