@@ -3,6 +3,7 @@
 Run it from any folder: python examples/jobs.py
 """
 
+import subprocess
 from pathlib import Path
 from tempfile import mkdtemp
 
@@ -53,6 +54,9 @@ project = lakeforge.init_project("jobs_example", Path(mkdtemp(prefix="lakeforge-
 (project / "pipelines.py").write_text(PIPELINES)
 with (project / "lakeforge.yaml").open("a") as file:
     file.write(JOBS)
+# deploy snapshots the code git tracks at the commit: commit the pipelines first
+for git in (["add", "-A"], ["commit", "-qm", "order_report job"]):
+    subprocess.run(["git", *git], cwd=project, check=True)
 ws = lakeforge.connect("dev", project_dir=project)
 ws.tables.write("dev.silver.orders", pa.table({"id": [1, 2, 3]}))
 

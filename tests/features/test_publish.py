@@ -228,40 +228,17 @@ def test_publish_reports_progress_per_batch(
     seen: list[int] = []
     fs_ws.publish_table("dev.fs.weather", progress=seen.append)
     assert seen == [1, 2, 3]
-    screen = io.StringIO()
-    monkeypatch.setattr(
-        _features,
-        "console",
-        Console(file=screen, force_terminal=True, width=150, color_system=None),
-    )
-    with pytest.raises(SystemExit):
-        main(
-            [
-                "--project-dir",
-                str(fs_ws.project.directory),
-                "features",
-                "publish",
-                "dev.fs.weather",
-                "--mode",
-                "snapshot",
-            ]
-        )
-    assert "publishing dev.fs.weather: 3 row(s) written" in screen.getvalue()
-    quiet = io.StringIO()
-    monkeypatch.setattr(
-        _features, "console", Console(file=quiet, force_terminal=True, width=150, color_system=None)
-    )
-    with pytest.raises(SystemExit):
-        main(
-            [
-                "--project-dir",
-                str(fs_ws.project.directory),
-                "features",
-                "publish",
-                "dev.fs.weather",
-                "--mode",
-                "snapshot",
-                "--quiet",
-            ]
-        )
-    assert "publishing" not in quiet.getvalue() and "3 row(s) written" in quiet.getvalue()
+
+    def publish_on_a_terminal(*extra: str) -> str:
+        screen = io.StringIO()
+        terminal = Console(file=screen, force_terminal=True, width=150, color_system=None)
+        monkeypatch.setattr(_features, "console", terminal)
+        project = str(fs_ws.project.directory)
+        args = ["features", "publish", "dev.fs.weather", "--mode", "snapshot", *extra]
+        with pytest.raises(SystemExit):
+            main(["--project-dir", project, *args])
+        return screen.getvalue()
+
+    assert "publishing dev.fs.weather: 3 row(s) written" in publish_on_a_terminal()
+    quiet = publish_on_a_terminal("--quiet")
+    assert "publishing" not in quiet and "3 row(s) written" in quiet

@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace
@@ -67,3 +68,22 @@ def sigterm_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+
+
+def spinner(text: str, *, on: Console, quiet: bool) -> Progress:
+    """A one-line progress display (spinner, ``text``, elapsed time) for long work.
+
+    ``text`` may use the task's fields (``{task.description}``, ``{task.completed}``).
+    Off when ``on`` is not a terminal or with ``--quiet``; it disappears when done.
+    """
+    return Progress(
+        SpinnerColumn(),
+        TextColumn(text),
+        TimeElapsedColumn(),
+        console=on,
+        transient=True,
+        disable=quiet or not on.is_terminal,
+    )

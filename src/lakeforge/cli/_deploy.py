@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from lakeforge.cli._context import console, workspace
+from lakeforge.cli._context import QuietOpt, console, spinner, workspace
 
 _STYLES = {"+": "green", "~": "yellow", "-": "red", "!": "magenta"}
 
@@ -25,7 +24,7 @@ def deploy_command(
             help="Deploy uncommitted changes to a production-mode target (recorded as dirty).",
         ),
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Snapshot the code at its commit into the target (-t) and make the target match the
     tables, jobs and endpoints the project declares; shows the diff."""
@@ -34,14 +33,7 @@ def deploy_command(
     console.print(f"deploying {ws.project.name} to target {ws.target.name} ({mode} mode)")
     from lakeforge.bundle import deploy, render, summary
 
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=quiet or not console.is_terminal,
-    ) as bar:
+    with spinner("{task.description}", on=console, quiet=quiet) as bar:
         step = bar.add_task("deploying", total=None)
         result = deploy(
             ws,

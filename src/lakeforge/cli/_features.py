@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lakeforge.cli._context import console, workspace
+from lakeforge.cli._context import QuietOpt, console, spinner, workspace
 
 app = typer.Typer(
     help="Feature tables: list, describe, publish to the online store.", no_args_is_help=True
@@ -53,7 +52,7 @@ def publish(
     ctx: typer.Context,
     name: NameArg,
     mode: Annotated[str, typer.Option(help="auto, snapshot or incremental.")] = "auto",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Copy a feature table to the target's online store (incrementally when it can)."""
     if mode not in ("auto", "snapshot", "incremental"):
@@ -61,14 +60,8 @@ def publish(
             f"{mode!r}; allowed: auto, snapshot, incremental", param_hint="--mode"
         )
     ws = workspace(ctx)
-    with Progress(
-        SpinnerColumn(),
-        TextColumn(f"publishing {name}: {{task.completed:,}} row(s) written"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=quiet or not console.is_terminal,
-    ) as bar:
+    text = f"publishing {name}: {{task.completed:,}} row(s) written"
+    with spinner(text, on=console, quiet=quiet) as bar:
         task = bar.add_task("publish", total=None)
         result = ws.publish_table(
             name, mode=mode, progress=lambda rows: bar.update(task, completed=rows)

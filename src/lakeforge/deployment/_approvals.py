@@ -19,7 +19,7 @@ from lakeforge._identity import current_user
 from lakeforge.errors import LakeforgeError, PermissionDeniedError
 from lakeforge.events import APPROVAL_DECIDED, APPROVAL_REQUESTED, Outbox
 from lakeforge.registry import CHAMPION, PREVIOUS, ApprovalGrant
-from lakeforge.registry._audit import write_audit
+from lakeforge.registry import write_audit
 from lakeforge.state import approval_requests, as_utc, audit_log
 
 if TYPE_CHECKING:
@@ -129,7 +129,16 @@ class Approvals:
             assert inserted is not None
             request_id = int(inserted[0])
             detail = reason if kind == "promote" else f"rollback: {reason or 'no reason given'}"
-            self._audit(conn, actor, "request", "done", model, number, request_id, detail)
+            write_audit(
+                conn,
+                actor=actor,
+                action="request",
+                outcome="done",
+                model=model,
+                version=number,
+                request_id=request_id,
+                detail=detail,
+            )
             Outbox(self.state).emit(
                 APPROVAL_REQUESTED,
                 model,
@@ -238,15 +247,15 @@ class Approvals:
                 self.registry.client.set_model_version_tag(
                     request.model, str(request.version), ARCHIVED_TAG, "true"
                 )
-            self._audit(
+            write_audit(
                 conn,
-                actor,
-                _ACTIONS[decision],
-                "done",
-                request.model,
-                request.version,
-                request_id,
-                comment,
+                actor=actor,
+                action=_ACTIONS[decision],
+                outcome="done",
+                model=request.model,
+                version=request.version,
+                request_id=request_id,
+                detail=comment,
             )
             Outbox(self.state).emit(
                 APPROVAL_DECIDED,
@@ -279,15 +288,15 @@ class Approvals:
         if problem is None:
             return
         with self.state.connect_engine().begin() as conn:
-            self._audit(
+            write_audit(
                 conn,
-                actor,
-                _ACTIONS[decision],
-                "refused",
-                request.model,
-                request.version,
-                request.id,
-                problem,
+                actor=actor,
+                action=_ACTIONS[decision],
+                outcome="refused",
+                model=request.model,
+                version=request.version,
+                request_id=request.id,
+                detail=problem,
             )
         raise PermissionDeniedError(problem)
 
@@ -307,28 +316,6 @@ class Approvals:
         return users
 
     # -- audit ----------------------------------------------------------------------------
-
-    def _audit(
-        self,
-        conn: Connection,
-        actor: str,
-        action: str,
-        outcome: str,
-        model: str | None,
-        version: int | None,
-        request_id: int | None,
-        detail: str | None,
-    ) -> None:
-        write_audit(
-            conn,
-            actor=actor,
-            action=action,
-            outcome=outcome,
-            model=model,
-            version=version,
-            request_id=request_id,
-            detail=detail,
-        )
 
     def audit(self, model: str | None = None) -> builtins.list[AuditEntry]:
         """Audited decisions and refusals, oldest first."""
