@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -110,8 +111,18 @@ def runs(
     ctx: typer.Context,
     job: Annotated[str | None, typer.Argument()] = None,
     limit: Annotated[int, typer.Option(help="At most this many runs.")] = 20,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON array of runs, with their tasks.")
+    ] = False,
 ) -> None:
-    """Recent runs (of one job or all), newest first; runs whose runner died are closed."""
+    """Recent runs (of one job or all), newest first, with their tasks' states and values
+    (in DAG order); runs whose runner died are closed."""
+    runner = JobRunner(workspace(ctx))
+    runner.recover_orphans()
+    found = runner.runs(job, limit=limit)
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(r) for r in found], default=str, indent=2))
+        return
     table = Table(
         "run",
         "job",
@@ -120,13 +131,11 @@ def runs(
         "started",
         "commit",
         "tasks",
+        "values",
         "error",
         header_style="bold cyan",
     )
-    runner = JobRunner(workspace(ctx))
-    runner.recover_orphans()
-    for r in runner.runs(job, limit=limit):
-        tasks = ", ".join(f"{k}={t.status}" for k, t in r.tasks.items())
+    for r in found:
         table.add_row(
             str(r.id),
             r.job,
@@ -134,10 +143,17 @@ def runs(
             r.trigger,
             r.started_at.isoformat(timespec="seconds") if r.started_at else "",
             _code(r),
-            tasks,
+            "\n".join(f"{k}={t.status}" for k, t in r.tasks.items()),
+            "\n".join(f"{k}={_compact(t.values)}" for k, t in r.tasks.items() if t.values),
             r.error or "",
         )
     console.print(table)
+
+
+def _compact(values: dict[str, Any]) -> str:
+    """Task values on one short line: JSON without spaces, cut at 60 characters."""
+    text = json.dumps(values, separators=(",", ":"), default=str)
+    return text if len(text) <= 60 else text[:59] + "…"
 
 
 @app.command()
@@ -146,7 +162,7 @@ def logs(
     run_id: RunId,
     task: Annotated[str | None, typer.Option(help="Only this task.")] = None,
 ) -> None:
-    """The captured output of a run's tasks."""
+    """The captured output of a run's tasks, in the job's DAG order, attempt by attempt."""
     run_ = JobRunner(workspace(ctx)).get(run_id)
     for key, t in run_.tasks.items():
         if task and key != task:

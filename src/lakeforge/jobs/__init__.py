@@ -11,7 +11,9 @@ import os
 from typing import Any
 
 from lakeforge.jobs._errors import JobError
-from lakeforge.jobs._runner import JobRun, JobRunner, TaskRun, run_if_met
+from lakeforge.jobs._execution import run_if_met
+from lakeforge.jobs._history import JobRun, TaskRun
+from lakeforge.jobs._runner import JobRunner
 from lakeforge.jobs._scheduler import Firing, Scheduler
 
 

@@ -1,9 +1,10 @@
 """A run's records in the state store: recording a run (with the firing that started it),
-where a task attempt leaves its outcome, and closing a run."""
+reading it back, where a task attempt leaves its outcome, and closing a run."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from lakeforge._identity import current_user
 from lakeforge.errors import LakeforgeError
 from lakeforge.events import JOB_FINISHED, Outbox
-from lakeforge.state import StateStore, job_runs, task_runs, trigger_fires
+from lakeforge.state import StateStore, as_utc, job_runs, task_runs, trigger_fires
 
 TERMINAL = {"succeeded", "failed", "timed_out", "canceled", "skipped"}
 FAILED = {"failed", "timed_out"}
@@ -22,6 +23,70 @@ FAILED = {"failed", "timed_out"}
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    task: str
+    status: str
+    attempts: int  # counted across the run's repairs
+    started_at: datetime | None
+    ended_at: datetime | None
+    error: str | None
+    values: dict[str, Any]
+    log_path: str | None
+
+
+@dataclass(frozen=True)
+class JobRun:
+    id: int
+    job: str
+    status: str
+    trigger: str
+    parameters: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    error: str | None
+    tasks: dict[str, TaskRun]  # in the job's DAG order (dependencies first)
+    deployment: int | None = None  # the deployment whose code ran; None: the working copy
+    commit: str | None = None  # the git commit of that code
+
+
+def read_run(conn: Connection, run_id: int) -> JobRun | None:
+    """Run ``run_id`` with its tasks, or None if there is none."""
+    row = conn.execute(select(job_runs).where(job_runs.c.id == run_id)).first()
+    if row is None:
+        return None
+    tasks = conn.execute(
+        select(task_runs).where(task_runs.c.run_id == run_id).order_by(task_runs.c.id)
+    ).all()
+    return JobRun(
+        id=row.id,
+        job=row.job,
+        status=row.status,
+        trigger=row.trigger,
+        parameters=json.loads(row.parameters),
+        created_at=as_utc(row.created_at),
+        started_at=row.started_at and as_utc(row.started_at),
+        ended_at=row.ended_at and as_utc(row.ended_at),
+        error=row.error,
+        deployment=row.deployment_id,
+        commit=row.code_commit,
+        tasks={
+            t.task: TaskRun(
+                t.task,
+                t.status,
+                t.attempts,
+                t.started_at and as_utc(t.started_at),
+                t.ended_at and as_utc(t.ended_at),
+                t.error,
+                json.loads(t.task_values or "{}"),
+                t.log_path,
+            )
+            for t in tasks
+        },
+    )
 
 
 def record_run(
@@ -37,7 +102,8 @@ def record_run(
     deployment_id: int | None = None,
     code_commit: str | None = None,
 ) -> int | None:
-    """Record a queued run in ``conn``'s transaction; its id, or None when ``fire_key``
+    """Record a queued run in ``conn``'s transaction, its ``tasks`` in the order listed
+    (runs read them back so); its id, or None when ``fire_key``
     (a scheduled time, an event) already fired for ``job``. ``deployment_id`` names the
     deployment whose code it runs (None: the working copy), ``code_commit`` its commit."""
     if fire_key is not None:

@@ -19,7 +19,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -87,8 +86,6 @@ def run_attempt(
             "PYTHONPATH": os.pathsep.join(p for p in paths if p),
             "LAKEFORGE_TARGET": spec.target,
         }
-        out.write(f"--- {datetime.now(UTC).isoformat()} attempt of {spec.task}\n")
-        out.flush()
         # -P: the jobs package folder does not go on sys.path (its modules would shadow)
         process = subprocess.Popen(
             [sys.executable, "-P", str(TASK_MAIN), str(spec_file)],
@@ -101,14 +98,18 @@ def run_attempt(
         )
         _go(process, started)
         begun = time.monotonic()
-        while process.poll() is None:
-            if spec.timeout_s is not None and time.monotonic() - begun > spec.timeout_s:
-                kill_group(process)
-                return Outcome("timed_out", f"timed out after {spec.timeout_s:g} s", {})
-            if cancelled():
-                kill_group(process)
-                return Outcome("canceled", "cancelled", {})
-            time.sleep(POLL_S)
+        try:
+            while process.poll() is None:
+                if spec.timeout_s is not None and time.monotonic() - begun > spec.timeout_s:
+                    kill_group(process)
+                    return Outcome("timed_out", f"timed out after {spec.timeout_s:g} s", {})
+                if cancelled():
+                    kill_group(process)
+                    return Outcome("canceled", "cancelled", {})
+                time.sleep(POLL_S)
+        except BaseException:  # a failing cancel check, an interrupt: leave nothing running
+            kill_group(process)
+            raise
         return read_outcome(result) or Outcome(
             "failed", f"task process exited with status {process.returncode}", {}
         )

@@ -21,15 +21,13 @@ import fnmatch
 import json
 import logging
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 
 from lakeforge.jobs._errors import JobError
 from lakeforge.jobs._runner import JobRunner
@@ -42,7 +40,7 @@ from lakeforge.project._jobs import (
     MonitorAlertTrigger,
     TableUpdateTrigger,
 )
-from lakeforge.state import as_utc, deployed_resources, leases, trigger_state, upsert
+from lakeforge.state import Lease, as_utc, deployed_resources, trigger_state, upsert
 
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace
@@ -79,8 +77,7 @@ class Scheduler:
         self.ws = ws
         self.runner = JobRunner(ws)
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.lease = timedelta(seconds=lease_s)
-        self.owner = f"{uuid.uuid4().hex[:8]}"
+        self._lease = Lease(ws.state, LEASE, duration=timedelta(seconds=lease_s), clock=self._now)
         self.background = background
         self.only = jobs
         self._threads: list[threading.Thread] = []
@@ -92,32 +89,11 @@ class Scheduler:
 
     def acquire(self) -> bool:
         """Take or renew the scheduler lease; False while another scheduler holds it."""
-        now, engine = self._now(), self.ws.state.connect_engine()
-        with engine.begin() as conn:
-            renewed = conn.execute(
-                update(leases)
-                .where(leases.c.name == LEASE)
-                .where((leases.c.owner == self.owner) | (leases.c.until < now))
-                .values(owner=self.owner, until=now + self.lease)
-            ).rowcount
-        if renewed:
-            return True
-        try:
-            with engine.begin() as conn:
-                conn.execute(
-                    insert(leases).values(name=LEASE, owner=self.owner, until=now + self.lease)
-                )
-            return True
-        except IntegrityError:
-            return False
+        return self._lease.acquire()
 
     def release(self) -> None:
-        with self.ws.state.connect_engine().begin() as conn:
-            conn.execute(
-                update(leases)
-                .where(leases.c.name == LEASE, leases.c.owner == self.owner)
-                .values(until=datetime(1970, 1, 1, tzinfo=UTC))
-            )
+        """Give the lease up, so the next scheduler need not wait for it to expire."""
+        self._lease.release()
 
     # -- one pass -------------------------------------------------------------------------
 

@@ -24,12 +24,14 @@ jobs:
 ```
 
 References are checked when the file loads: unknown tasks, dependency cycles, bad
-``module:function`` names and invalid cron expressions are errors naming the job.
+``module:function`` names, unknown executors and invalid cron expressions are errors
+naming the job.
 """
 
 from __future__ import annotations
 
 import re
+from importlib.metadata import EntryPoint, entry_points
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -47,6 +49,34 @@ RunIf = Literal[
 ]
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+EXECUTORS_GROUP = "lakeforge.executors"
+#: The built-in executors, as entry points are written: ``module:builder`` (imported only
+#: when a task runs on it, by ``lakeforge.jobs.executors``).
+BUILT_IN_EXECUTORS = {
+    "local": "lakeforge.jobs.executors._local:LocalExecutor",
+    "ray": "lakeforge.jobs.executors._ray:RayExecutor",
+}
+
+
+def executor_entry_points() -> dict[str, EntryPoint]:
+    """Every executor by name: the built-in ones, and those installed packages declare
+    under the ``lakeforge.executors`` entry-point group (a built-in name wins)."""
+    found = {ep.name: ep for ep in entry_points(group=EXECUTORS_GROUP)}
+    for name, value in BUILT_IN_EXECUTORS.items():
+        found[name] = EntryPoint(name, value, EXECUTORS_GROUP)
+    return found
+
+
+def _known_executor(value: str | None) -> str | None:
+    if value is None or value in BUILT_IN_EXECUTORS:
+        return value
+    known = executor_entry_points()
+    if value not in known:
+        raise ValueError(
+            f"unknown executor {value!r} (executors: {', '.join(sorted(known))}; packages "
+            f"add more through the {EXECUTORS_GROUP!r} entry-point group)"
+        )
+    return value
 
 
 class TaskSpec(Strict):
@@ -61,6 +91,13 @@ class TaskSpec(Strict):
     retries: int = Field(default=0, ge=0, le=20)
     retry_backoff_s: float = Field(default=1.0, ge=0)
     timeout_s: float | None = Field(default=None, gt=0)
+    executor: str | None = None
+    """Where this task's attempts run; default: the job's ``executor``."""
+
+    @field_validator("executor")
+    @classmethod
+    def _executor(cls, value: str | None) -> str | None:
+        return _known_executor(value)
 
     @field_validator("key")
     @classmethod
@@ -172,10 +209,16 @@ class JobSpec(Strict):
     tasks: list[TaskSpec]
     schedule: CronSchedule | None = None
     triggers: list[Trigger] = Field(default_factory=list)
-    executor: Literal["local", "ray"] = "local"
-    """``ray``: each task attempt runs on a Ray cluster (``targets.<t>.ray_address``)."""
+    executor: str = "local"
+    """Where task attempts run, by name: ``local`` (subprocesses of the runner), ``ray``
+    (a Ray cluster, ``targets.<t>.ray_address``) or one an installed package declares."""
     max_concurrent_runs: int = Field(default=1, ge=1)
     concurrency_policy: Literal["skip", "queue"] = "skip"
+
+    @field_validator("executor")
+    @classmethod
+    def _executor(cls, value: str) -> str:
+        return str(_known_executor(value))
 
     @model_validator(mode="after")
     def _dag(self) -> JobSpec:

@@ -22,9 +22,24 @@ A state store (a database SQLAlchemy speaks), given the URL of an empty database
     def test_my_database(empty_database_url: str) -> None:
         check_state_store(empty_database_url)
 
+A jobs executor, given a factory that makes it::
+
+    from lakeforge.jobs.executors import open_executor
+    from lakeforge.testing import check_executor
+
+    def test_my_executor(target) -> None:
+        check_executor(lambda: open_executor("mine", target))
+
 Importing ``lakeforge`` never imports this package (nor pytest).
 """
 
+from lakeforge.testing.executor import (
+    ExecutorCheck,
+    ExecutorFactory,
+    check_executor,
+    executor_checks,
+    parametrize_executor_checks,
+)
 from lakeforge.testing.online_store import (
     OnlineStoreCapabilities,
     OnlineStoreCheck,
@@ -41,13 +56,18 @@ from lakeforge.testing.state_store import (
 )
 
 __all__ = [
+    "ExecutorCheck",
+    "ExecutorFactory",
     "OnlineStoreCapabilities",
     "OnlineStoreCheck",
     "StateStoreCheck",
     "StoreFactory",
+    "check_executor",
     "check_online_store",
     "check_state_store",
+    "executor_checks",
     "online_store_checks",
+    "parametrize_executor_checks",
     "parametrize_online_store_checks",
     "parametrize_state_store_checks",
     "state_store_checks",

@@ -1,26 +1,37 @@
-"""The Ray executor: a task attempt runs on a Ray worker, supervised there as it is locally.
+"""The Ray executor: each attempt runs on a Ray worker, supervised there as it is locally.
 
 The worker runs the same process supervision as the local executor (own process group,
-timeout), checks the run's cancel flag in the state store, and sends the output back.
-Install with ``pip install 'lakeforge[ray]'``.
+timeout), polls the attempt's (picklable) cancel check itself, and sends the output back.
+Ray is imported on first use; install it with ``pip install 'lakeforge[ray]'``. The
+cluster is the target's ``ray_address``, or a local one this process starts.
 """
 
 from __future__ import annotations
 
 import tempfile
 import threading
-import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from lakeforge.errors import LakeforgeError
 from lakeforge.jobs._process import AttemptSpec, Outcome, run_attempt
-
-if TYPE_CHECKING:
-    from lakeforge.project import Target
+from lakeforge.jobs.executors._base import Attempt, Executor
 
 _lock = threading.Lock()
 _remote: Any = None
-CANCEL_POLL_S = 0.5
+
+
+class RayExecutor(Executor):
+    """Runs attempts on the target's Ray cluster (``targets.<t>.ray_address``)."""
+
+    name = "ray"
+
+    def run(self, attempt: Attempt) -> Outcome:
+        ray = _connect(self.target.ray_address)
+        outcome, output = ray.get(_remote.remote(attempt.spec, attempt.cancelled))
+        with attempt.log.open("a") as out:
+            out.write(output)
+        return outcome
 
 
 def _connect(address: str | None) -> Any:
@@ -69,40 +80,12 @@ def _init_in_keeper_thread(ray: Any, address: str | None) -> None:
         raise LakeforgeError(f"cannot start or reach Ray ({address or 'local'}): {failure[0]}")
 
 
-def _attempt_on_worker(spec: AttemptSpec, state_url: str, run_id: int) -> tuple[Outcome, str]:
-    """Runs inside the Ray worker."""
-    import sqlalchemy as sa
-
-    from lakeforge.state import job_runs
-
-    engine = sa.create_engine(state_url)
-    last = [0.0, False]
-
-    def cancelled() -> bool:
-        if time.monotonic() - last[0] >= CANCEL_POLL_S:
-            with engine.connect() as conn:
-                last[1] = bool(
-                    conn.execute(
-                        sa.select(job_runs.c.cancel_requested).where(job_runs.c.id == run_id)
-                    ).scalar()
-                )
-            last[0] = time.monotonic()
-        return bool(last[1])
-
-    try:
-        with tempfile.TemporaryFile(mode="w+") as out:  # the child needs a real descriptor
-            outcome = run_attempt(spec, out, cancelled)
-            out.seek(0)
-            return outcome, out.read()
-    finally:
-        engine.dispose()
-
-
-def run_on_ray(spec: AttemptSpec, target: Target, run_id: int) -> tuple[Outcome, str]:
-    """Run one attempt on the target's Ray cluster; its outcome and output."""
-    ray = _connect(target.ray_address)
-    outcome, output = ray.get(_remote.remote(spec, target.state_store_url, run_id))
-    return outcome, output
+def _attempt_on_worker(spec: AttemptSpec, cancelled: Callable[[], bool]) -> tuple[Outcome, str]:
+    """Runs inside the Ray worker: the attempt's outcome and output."""
+    with tempfile.TemporaryFile(mode="w+") as out:  # the child needs a real descriptor
+        outcome = run_attempt(spec, out, cancelled)
+        out.seek(0)
+        return outcome, out.read()
 
 
 def shutdown() -> None:
