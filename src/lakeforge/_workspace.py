@@ -1,26 +1,59 @@
-"""The SDK entry point: one project, one target, and the services that act on it."""
+"""The SDK entry point: one project, one target, and the services that act on it.
+
+Its methods are typed pass-throughs: each takes the options of the function it calls,
+with the same names, types and defaults, so a caller's type checker sees them.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from lakeforge.project import Project, Target
 
 if TYPE_CHECKING:
+    import optuna
+    import pandas as pd
     import pyarrow as pa
 
     from lakeforge.deployment import Approvals, Deployment, ValidationReport
     from lakeforge.events import Outbox
-    from lakeforge.features import FeatureTables, PublishResult, TrainingSet
-    from lakeforge.lakehouse import IngestReport, IngestStatus, Lakehouse
-    from lakeforge.lakehouse._ingest import ProgressCallback
-    from lakeforge.lakehouse._ingest_files import FileFormat
+    from lakeforge.features import (
+        FeatureFunction,
+        FeatureLookup,
+        FeatureTables,
+        PublishMode,
+        PublishResult,
+        TrainingSet,
+    )
+    from lakeforge.features.online import OnlineStore
+    from lakeforge.lakehouse import (
+        FileFormat,
+        IngestReport,
+        IngestStatus,
+        Lakehouse,
+        ProgressCallback,
+        TableName,
+    )
+    from lakeforge.project import ValidationMode, ValidationPolicy
     from lakeforge.registry import Registry
     from lakeforge.state import StateStore
-    from lakeforge.tracking import Tracker, TrainingRun, TuningResult
+    from lakeforge.tracking import (
+        Direction,
+        ModelType,
+        Objective,
+        SpaceArg,
+        Tracker,
+        TrainingRun,
+        TuningResult,
+    )
+
+# Ingestor's defaults, repeated so that importing lakeforge stays light (a test keeps them equal).
+_BATCH_BYTES = 256 * 1024 * 1024
+_LEASE_S = 60.0
 
 
 class Workspace:
@@ -66,18 +99,29 @@ class Workspace:
         return FeatureTables(self.tables)
 
     def create_training_set(
-        self, df: Any, feature_lookups: Any, label: Any, exclude_columns: Any = None
+        self,
+        df: Any,
+        feature_lookups: Sequence[FeatureLookup | FeatureFunction],
+        label: str | Sequence[str] | None,
+        exclude_columns: Sequence[str] | None = None,
     ) -> TrainingSet:
         """A point-in-time correct training set; see :func:`lakeforge.features.create_training_set`."""
         from lakeforge.features import create_training_set
 
-        return create_training_set(self, df, feature_lookups, label, exclude_columns)
+        return create_training_set(self.tables, df, feature_lookups, label, exclude_columns)
 
-    def publish_table(self, name: str, **options: Any) -> PublishResult:
+    def publish_table(
+        self,
+        name: str | TableName,
+        *,
+        mode: PublishMode = "auto",
+        store: OnlineStore | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> PublishResult:
         """Copy a feature table to the online store; see :func:`lakeforge.features.publish_table`."""
         from lakeforge.features import publish_table
 
-        return publish_table(self, name, **options)
+        return publish_table(self, name, mode=mode, store=store, progress=progress)
 
     @cached_property
     def events(self) -> Outbox:
@@ -93,53 +137,170 @@ class Workspace:
 
         return Approvals(self.project, self.target, self.state, self.models)
 
-    def validate(self, name: str, version: int | str, **options: Any) -> ValidationReport:
+    def validate(
+        self,
+        name: str,
+        version: int | str,
+        *,
+        mode: ValidationMode | None = None,
+        policy: ValidationPolicy | None = None,
+    ) -> ValidationReport:
         """Validate a version against the target's policy; see :func:`lakeforge.deployment.validate`."""
         from lakeforge.deployment import validate
 
-        return validate(self, name, version, **options)
+        return validate(self, name, version, mode=mode, policy=policy)
 
-    def deploy(self, name: str, version: int | str, **options: Any) -> Deployment:
+    def deploy(self, name: str, version: int | str, *, reason: str | None = None) -> Deployment:
         """validate -> request -> (auto-)approve -> champion; see :func:`lakeforge.deployment.deploy`."""
         from lakeforge.deployment import deploy
 
-        return deploy(self, name, version, **options)
+        return deploy(self, name, version, reason=reason)
 
     def start_run(
-        self, pipeline: str = "train", **options: Any
+        self,
+        pipeline: str = "train",
+        *,
+        run_name: str | None = None,
+        params: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+        autolog: bool = True,
+        nested: bool = False,
     ) -> AbstractContextManager[TrainingRun]:
         """An MLflow run with lineage; see :meth:`lakeforge.tracking.Tracker.start_run`."""
-        return self.tracking.start_run(pipeline, **options)
+        return self.tracking.start_run(
+            pipeline, run_name=run_name, params=params, tags=tags, autolog=autolog, nested=nested
+        )
 
-    def log_model(self, model: Any, name: str, *, training_set: Any = None, **options: Any) -> Any:
+    @overload
+    def log_model(
+        self,
+        model: Any,
+        name: str,
+        *,
+        training_set: None = None,
+        input_example: Any = None,
+        signature: Any = None,
+        description: str | None = None,
+        tags: dict[str, str] | None = None,
+        pip_requirements: list[str] | None = None,
+        **flavor_options: Any,
+    ) -> Any: ...
+
+    @overload
+    def log_model(
+        self,
+        model: Any,
+        name: str,
+        *,
+        training_set: TrainingSet,
+        input_example: Any = None,
+        **flavor_options: Any,
+    ) -> Any: ...
+
+    def log_model(
+        self,
+        model: Any,
+        name: str,
+        *,
+        training_set: TrainingSet | None = None,
+        input_example: Any = None,
+        **options: Any,
+    ) -> Any:
         """Log and register a model on the active run; see :meth:`Tracker.log_model`.
 
         With ``training_set`` the model is packaged with its feature spec and scores from
-        keys alone (see :func:`lakeforge.features.score_batch`).
+        keys alone (see :func:`lakeforge.features.log_feature_model` and
+        :func:`lakeforge.features.score_batch`).
         """
         if training_set is not None:
-            from lakeforge.features._models import log_feature_model
+            from lakeforge.features import log_feature_model
 
-            return log_feature_model(self, model, name, training_set=training_set, **options)
-        return self.tracking.log_model(model, name, **options)
+            return log_feature_model(
+                self, model, name, training_set=training_set, input_example=input_example, **options
+            )
+        return self.tracking.log_model(model, name, input_example=input_example, **options)
 
-    def score_batch(self, model_uri: str, df: Any, **options: Any) -> Any:
-        """Score rows carrying keys; a feature-aware model looks its features up."""
-        from lakeforge.features._models import score_batch
+    def score_batch(
+        self,
+        model_uri: str,
+        df: Any,
+        *,
+        result_column: str = "prediction",
+        features: Literal["offline", "online"] = "offline",
+    ) -> pd.DataFrame:
+        """Score rows carrying keys; a feature-aware model looks its features up.
 
-        return score_batch(self, model_uri, df, **options)
+        See :func:`lakeforge.features.score_batch`.
+        """
+        from lakeforge.features import score_batch
 
-    def tune(self, objective: Any, space: Any, **options: Any) -> TuningResult:
+        return score_batch(self, model_uri, df, result_column=result_column, features=features)
+
+    def tune(
+        self,
+        objective: Objective,
+        space: SpaceArg,
+        *,
+        n_trials: int | None = None,
+        timeout: float | None = None,
+        direction: Direction = "maximize",
+        metric: str = "score",
+        seed: int | None = None,
+        pruner: Literal["median", "none"] | optuna.pruners.BasePruner = "median",
+        study_name: str | None = None,
+        storage: str | None = None,
+        pipeline: str = "tune",
+        run_name: str | None = None,
+        register_as: str | None = None,
+        input_example: Any = None,
+        model_options: Mapping[str, Any] | None = None,
+    ) -> TuningResult:
         """Tune with Optuna, each trial a nested run; see :func:`lakeforge.tracking.tune`."""
         from lakeforge.tracking import tune
 
-        return tune(self.tracking, objective, space, **options)
+        return tune(
+            self.tracking,
+            objective,
+            space,
+            n_trials=n_trials,
+            timeout=timeout,
+            direction=direction,
+            metric=metric,
+            seed=seed,
+            pruner=pruner,
+            study_name=study_name,
+            storage=storage,
+            pipeline=pipeline,
+            run_name=run_name,
+            register_as=register_as,
+            input_example=input_example,
+            model_options=model_options,
+        )
 
-    def evaluate(self, model: Any, data: Any, **options: Any) -> dict[str, float]:
+    def evaluate(
+        self,
+        model_or_uri: Any,
+        data: Any,
+        *,
+        targets: str,
+        model_type: ModelType,
+        evaluators: str | list[str] | None = None,
+        metric_prefix: str = "",
+        model_options: Mapping[str, Any] | None = None,
+    ) -> dict[str, float]:
         """Evaluate on held-out data with MLflow; see :func:`lakeforge.tracking.evaluate`."""
         from lakeforge.tracking import evaluate
 
-        return evaluate(self.tracking, model, data, **options)
+        return evaluate(
+            self.tracking,
+            model_or_uri,
+            data,
+            targets=targets,
+            model_type=model_type,
+            evaluators=evaluators,
+            metric_prefix=metric_prefix,
+            model_options=model_options,
+        )
 
     def sql(self, query: str, *, read_only: bool = True) -> pa.Table:
         """Run SQL over the lakehouse; see :mod:`lakeforge.lakehouse._sql` for the syntax."""
@@ -150,18 +311,27 @@ class Workspace:
     def ingest(
         self,
         source: str | os.PathLike[str],
-        into: str,
+        into: str | TableName,
         *,
         format: FileFormat = "auto",
         evolve_schema: bool = False,
+        batch_bytes: int = _BATCH_BYTES,
         progress: ProgressCallback | None = None,
-        **options: Any,
+        wait: bool = True,
+        lease_s: float = _LEASE_S,
     ) -> IngestReport:
-        """Load the files in ``source`` not yet ingested into table ``into``."""
+        """Load the files in ``source`` not yet ingested into table ``into``; see :meth:`Ingestor.run`."""
         from lakeforge.lakehouse import Ingestor
 
         return Ingestor(self.tables, self.state).run(
-            source, into, format=format, evolve_schema=evolve_schema, progress=progress, **options
+            source,
+            into,
+            format=format,
+            evolve_schema=evolve_schema,
+            batch_bytes=batch_bytes,
+            progress=progress,
+            wait=wait,
+            lease_s=lease_s,
         )
 
     def ingest_status(self, table: str) -> IngestStatus:
@@ -170,17 +340,43 @@ class Workspace:
 
         return Ingestor(self.tables, self.state).status(table)
 
-    def ingest_retry(self, table: str, **options: Any) -> IngestReport:
+    def ingest_retry(
+        self,
+        table: str | TableName,
+        *,
+        format: FileFormat = "auto",
+        evolve_schema: bool = False,
+        batch_bytes: int = _BATCH_BYTES,
+        progress: ProgressCallback | None = None,
+        wait: bool = True,
+        lease_s: float = _LEASE_S,
+    ) -> IngestReport:
         """Load again the files that failed to ingest into ``table``; see :meth:`Ingestor.retry`."""
         from lakeforge.lakehouse import Ingestor
 
-        return Ingestor(self.tables, self.state).retry(table, **options)
+        return Ingestor(self.tables, self.state).retry(
+            table,
+            format=format,
+            evolve_schema=evolve_schema,
+            batch_bytes=batch_bytes,
+            progress=progress,
+            wait=wait,
+            lease_s=lease_s,
+        )
 
-    def ingest_forget(self, table: str, paths: list[str], **options: Any) -> list[str]:
-        """Remove files from the ingest checkpoint of ``table`` so that they load again."""
+    def ingest_forget(
+        self,
+        table: str | TableName,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        wait: bool = True,
+        lease_s: float = _LEASE_S,
+    ) -> list[str]:
+        """Remove files from the ingest checkpoint of ``table`` so that they load again;
+        see :meth:`Ingestor.forget`."""
         from lakeforge.lakehouse import Ingestor
 
-        return Ingestor(self.tables, self.state).forget(table, paths, **options)
+        return Ingestor(self.tables, self.state).forget(table, paths, wait=wait, lease_s=lease_s)
 
     def close(self) -> None:
         if "state" in self.__dict__:

@@ -27,8 +27,7 @@ from rich.rule import Rule
 from lakeforge._console import rich_table
 from lakeforge._workspace import Workspace, connect
 from lakeforge.errors import LakeforgeError
-from lakeforge.lakehouse import expect, expect_or_drop, expect_or_fail
-from lakeforge.lakehouse._ingest import IngestReport
+from lakeforge.lakehouse import IngestReport, expect, expect_or_drop, expect_or_fail
 from lakeforge.project import init_project
 
 GOLD_SQL = """CREATE OR REPLACE TABLE dev.gold.carrier_delays AS

@@ -47,7 +47,7 @@ def labels(rows: list[tuple[Any, ...]]) -> pa.Table:
 
 
 def join(ws: Workspace, df: Any, *lookups: Any, **kw: Any) -> list[dict[str, Any]]:
-    ts = create_training_set(ws, df, list(lookups), label="label", **kw)
+    ts = create_training_set(ws.tables, df, list(lookups), label="label", **kw)
     out = ts.load_df()
     assert isinstance(out, pa.Table)
     return out.to_pylist()
@@ -176,7 +176,7 @@ def test_flights_with_weather(ws: Workspace, flights: pa.Table) -> None:
     ft.create("dev.fs.weather", weather, primary_keys="origin", timestamp_key="time_hour")
     df = flights.select(["origin", "time_hour", "carrier", "dep_delay"])
     ts = create_training_set(
-        ws,
+        ws.tables,
         pl.from_arrow(df),
         [
             FeatureLookup(
@@ -251,7 +251,7 @@ def test_two_tables_functions_and_streamed_input(ws: Workspace) -> None:
         FeatureFunction("x_times_age", {"x": "x", "age": "age"}, "score"),
     ]
     reader = pa.RecordBatchReader.from_batches(df.schema, df.to_batches(max_chunksize=1))
-    ts = create_training_set(ws, reader, lookups, label="label", exclude_columns=["x"])
+    ts = create_training_set(ws.tables, reader, lookups, label="label", exclude_columns=["x"])
     got = ts.load_df().to_pylist()
     assert [(r["label"], r["age"], r["score"]) for r in got] == [
         (0, 40, 400),
@@ -271,7 +271,7 @@ def test_bad_inputs_name_the_column(ws: Workspace) -> None:
     df = labels([("a", h(2), 0)])
 
     def build(lookup: Any, data: Any = df) -> None:
-        create_training_set(ws, data, [lookup], label="label")
+        create_training_set(ws.tables, data, [lookup], label="label")
 
     with pytest.raises(SchemaMismatchError, match="lookup key column 'user'"):
         build(FeatureLookup(name, "user", timestamp_lookup_key="t"))
@@ -289,13 +289,13 @@ def test_bad_inputs_name_the_column(ws: Workspace) -> None:
     with pytest.raises(SchemaMismatchError, match="output column 'label'"):
         build(FeatureLookup(name, "k", rename_outputs={"x": "label"}))
     with pytest.raises(SchemaMismatchError, match="label column 'target'"):
-        create_training_set(ws, df, [], label="target")
+        create_training_set(ws.tables, df, [], label="target")
     with pytest.raises(SchemaMismatchError, match="default value 'high' for feature 'x'"):
         build(FeatureLookup(name, "k", default_values={"x": "high"}))
     with pytest.raises(ValueError, match="lookback_window needs a timestamp_lookup_key"):
         FeatureLookup(name, "k", lookback_window=timedelta(1))
     with pytest.raises(KeyError, match="not registered"):
-        create_training_set(ws, df, [FeatureFunction("missing_fn", {}, "o")], label="label")
+        create_training_set(ws.tables, df, [FeatureFunction("missing_fn", {}, "o")], label="label")
 
 
 SEQ_FEATS = pa.schema([*FEATS, ("seq", pa.int64())])
@@ -320,7 +320,7 @@ def test_sequence_column_resolves_equal_timestamps(ws: Workspace) -> None:
     )
     df = labels([("a", h(1.5), 0), ("a", h(3), 1), ("a", h(0.5), 2), ("b", h(2), 3)])
     lookup = FeatureLookup(name, "k", timestamp_lookup_key="t", feature_names=["x"])
-    built = create_training_set(ws, df, [lookup], label="label")
+    built = create_training_set(ws.tables, df, [lookup], label="label")
     assert built._unique == [True]  # feature-table writes only: no dedupe window needed
     assert [r["x"] for r in built.load_df().to_pylist()] == [1, 2, None, 4]
     # Plain appends repeat (key, ts): the largest seq wins, not the largest values; a

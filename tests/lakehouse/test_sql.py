@@ -14,7 +14,7 @@ import lakeforge
 from lakeforge import Workspace
 from lakeforge.errors import LakeforgeError, PermissionDeniedError, SqlError, TableNotFoundError
 from lakeforge.lakehouse import SqlSession, find_table_refs
-from lakeforge.lakehouse._sql import connect
+from lakeforge.lakehouse import connect_duckdb as connect
 
 
 def test_finds_three_part_names_but_not_in_strings_or_comments() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from rich.table import Table
@@ -13,6 +13,7 @@ from lakeforge.cli._models import print_unapproved
 
 if TYPE_CHECKING:
     from lakeforge.deployment import Request, ValidationReport
+    from lakeforge.project import ValidationMode
 
 app = typer.Typer(help="Requests to make a version champion, and decisions.", no_args_is_help=True)
 
@@ -46,7 +47,7 @@ def validate(
         raise typer.BadParameter(
             f"{mode!r}; allowed: disabled, dry_run, enabled", param_hint="--mode"
         )
-    report = workspace(ctx).validate(name, version, mode=mode)
+    report = workspace(ctx).validate(name, version, mode=cast("ValidationMode | None", mode))
     _print_report(report)
     if report.blocking:
         raise typer.Exit(code=1)

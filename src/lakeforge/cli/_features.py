@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from rich.table import Table
 
 from lakeforge.cli._context import QuietOpt, console, spinner, workspace
+
+if TYPE_CHECKING:
+    from lakeforge.features import PublishMode
 
 app = typer.Typer(
     help="Feature tables: list, describe, publish to the online store.", no_args_is_help=True
@@ -64,7 +67,9 @@ def publish(
     with spinner(text, on=console, quiet=quiet) as bar:
         task = bar.add_task("publish", total=None)
         result = ws.publish_table(
-            name, mode=mode, progress=lambda rows: bar.update(task, completed=rows)
+            name,
+            mode=cast("PublishMode", mode),
+            progress=lambda rows: bar.update(task, completed=rows),
         )
     console.print(
         f"{result.table}: {result.mode} up to version {result.to_version}, "

@@ -28,9 +28,7 @@ from typer.core import TyperGroup
 from lakeforge.cli._context import console, workspace
 
 if TYPE_CHECKING:
-    from lakeforge.lakehouse import IngestProgress, IngestReport
-    from lakeforge.lakehouse._ingest import ProgressCallback
-    from lakeforge.lakehouse._ingest_files import FileFormat
+    from lakeforge.lakehouse import FileFormat, IngestProgress, IngestReport, ProgressCallback
 
 LOAD = "load"
 
@@ -89,17 +87,9 @@ def load(
     quiet: QuietOpt = False,
 ) -> None:
     """Load the files not yet ingested (new, or failed before) into a table, exactly once each."""
-    fmt = _format(format)
+    options = _options(format, evolve_schema, wait, lease_seconds)
     with _progress_bar(into, show=console.is_terminal and not quiet) as progress:
-        report = workspace(ctx).ingest(
-            source,
-            into,
-            format=fmt,
-            evolve_schema=evolve_schema,
-            progress=progress,
-            wait=wait,
-            **_lease(lease_seconds),
-        )
+        report = workspace(ctx).ingest(source, into, progress=progress, **options)
     print_report(report)
 
 
@@ -147,16 +137,9 @@ def retry(
     quiet: QuietOpt = False,
 ) -> None:
     """Load again the files that failed, from the paths recorded in the checkpoint."""
-    fmt = _format(format)
+    options = _options(format, evolve_schema, wait, lease_seconds)
     with _progress_bar(table, show=console.is_terminal and not quiet) as progress:
-        report = workspace(ctx).ingest_retry(
-            table,
-            format=fmt,
-            evolve_schema=evolve_schema,
-            progress=progress,
-            wait=wait,
-            **_lease(lease_seconds),
-        )
+        report = workspace(ctx).ingest_retry(table, progress=progress, **options)
     print_report(report)
 
 
@@ -175,13 +158,16 @@ def forget(
         console.print(f"  {escape(path)}", highlight=False)
 
 
-def _lease(seconds: float | None) -> dict[str, float]:
-    """The lease option for the SDK: its own default unless one was given."""
-    return {} if seconds is None else {"lease_s": seconds}
+def _options(
+    format: str, evolve_schema: bool, wait: bool, lease_seconds: float | None
+) -> dict[str, Any]:
+    """The load options shared by ``load`` and ``retry``; the SDK's lease unless one is given."""
+    lease = {} if lease_seconds is None else {"lease_s": lease_seconds}
+    return {"format": _format(format), "evolve_schema": evolve_schema, "wait": wait, **lease}
 
 
 def _format(value: str) -> FileFormat:
-    from lakeforge.lakehouse._ingest_files import FORMATS
+    from lakeforge.lakehouse import FORMATS
 
     for fmt in FORMATS:
         if value == fmt:

@@ -28,7 +28,7 @@ def serve_command(
     ] = None,
 ) -> None:
     """Serve the endpoints declared in lakeforge.yaml (MLflow and V2 protocols, /metrics)."""
-    from lakeforge.serving._server import endpoint_for_model, prepare, select_endpoints, serve
+    from lakeforge.serving import endpoint_for_model, prepare, select_endpoints, serve
 
     ws = workspace(ctx)
     if model is not None:

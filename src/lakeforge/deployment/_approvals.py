@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import insert, select, update
 
 from lakeforge._identity import current_user
 from lakeforge.errors import LakeforgeError, PermissionDeniedError
 from lakeforge.events import APPROVAL_DECIDED, APPROVAL_REQUESTED, Outbox
-from lakeforge.registry import CHAMPION, PREVIOUS, ApprovalGrant
-from lakeforge.registry import write_audit
+from lakeforge.registry import CHAMPION, PREVIOUS, ApprovalGrant, write_audit
 from lakeforge.state import approval_requests, as_utc, audit_log
 
 if TYPE_CHECKING:

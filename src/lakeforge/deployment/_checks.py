@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lakeforge.project._policy import Bounds, Checks
+from lakeforge.project import Bounds, Checks
 
 # Lines Lakeforge writes into a version's description: log_model's default, validation
 # results, and copies between targets. A description check wants a person's words.

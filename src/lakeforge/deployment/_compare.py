@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from lakeforge.deployment._checks import CheckResult, bounds_text, within
-from lakeforge.project._policy import ChampionComparison, Relative
+from lakeforge.project import ChampionComparison, Relative
 
 LOWER_IS_BETTER = {"log_loss", "rmse", "mae", "mse"}
 

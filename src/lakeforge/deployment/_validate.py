@@ -21,9 +21,8 @@ from lakeforge._identity import current_user
 from lakeforge.deployment._checks import Candidate, CheckResult, input_columns, run_compliance
 from lakeforge.deployment._compare import compare
 from lakeforge.events import VALIDATION_FAILED, VALIDATION_PASSED, Outbox
-from lakeforge.lakehouse import TableName
-from lakeforge.lakehouse._tables import SYSTEM_SCHEMA
-from lakeforge.project._policy import Mode, ValidationPolicy
+from lakeforge.lakehouse import SYSTEM_SCHEMA, TableName
+from lakeforge.project import ValidationMode, ValidationPolicy
 from lakeforge.registry import CHAMPION
 from lakeforge.tracking import use_target
 
@@ -58,7 +57,7 @@ class ValidationReport:
 
     model: str
     version: int
-    mode: Mode
+    mode: ValidationMode
     validation_id: str
     results: list[CheckResult] = field(default_factory=list)
     policy: str = "given by the caller"
@@ -93,7 +92,7 @@ def validate(
     name: str,
     version: int | str,
     *,
-    mode: Mode | None = None,
+    mode: ValidationMode | None = None,
     policy: ValidationPolicy | None = None,
 ) -> ValidationReport:
     """Run the model's validation policy on ``name`` version ``version`` and record it.

@@ -36,8 +36,7 @@ from lakeforge.errors import LakeforgeError
 from lakeforge.features._lookups import FeatureFunction, FeatureLookup, apply_functions
 from lakeforge.features._online_lookup import OnlineFeatureLookup
 from lakeforge.features._training import TrainingSet, create_training_set
-from lakeforge.lakehouse import Lakehouse
-from lakeforge.lakehouse._arrow import can_cast, materialize, to_arrow
+from lakeforge.lakehouse import Lakehouse, can_cast, materialize, to_arrow
 from lakeforge.project import TARGET_ENV, Project
 
 if TYPE_CHECKING:
@@ -200,7 +199,7 @@ def log_feature_model(
     **flavor_options: Any,
 ) -> Any:
     """Log ``model`` with ``training_set``'s feature spec as a feature-aware pyfunc version."""
-    from lakeforge.tracking._runs import _default_requirements, _flavor
+    from lakeforge.tracking import default_requirements, flavor_of
 
     spec = training_set.feature_spec
     features = training_set.load_df(format="pandas")
@@ -229,10 +228,10 @@ def log_feature_model(
             )
         sample[missing] = head.select(missing).to_pandas()
     example = _naive_utc(sample[keys]) if input_example is None else input_example
-    flavor, model_arg = _flavor(model)
+    flavor, model_arg = flavor_of(model)
     with tempfile.TemporaryDirectory(prefix="lf-fmodel-") as tmp:
         inner = Path(tmp) / "inner"
-        options = {"pip_requirements": _default_requirements(flavor), **flavor_options}
+        options = {"pip_requirements": default_requirements(flavor), **flavor_options}
         flavor.save_model(**{model_arg: model}, path=str(inner), **options)  # no slow inference
         spec_file = Path(tmp) / SPEC_FILE
         spec_file.write_text(json.dumps(spec, indent=2, sort_keys=True))

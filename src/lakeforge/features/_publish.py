@@ -23,14 +23,13 @@ from sqlalchemy import select
 
 from lakeforge.features._tables import FeatureTableInfo, FeatureTables, sql_name
 from lakeforge.features.online import OnlineStore, open_online_store
-from lakeforge.lakehouse import TableName
-from lakeforge.lakehouse._sql import connect, register_snapshot
-from lakeforge.state import feature_publishes, upsert
+from lakeforge.lakehouse import Lakehouse, TableName, connect_duckdb, register_snapshot
+from lakeforge.state import StateStore, feature_publishes, upsert
 
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace
 
-Mode = Literal["auto", "snapshot", "incremental"]
+PublishMode = Literal["auto", "snapshot", "incremental"]
 _CDF_COLUMNS = ("_change_type", "_commit_version", "_commit_timestamp")
 _BATCH_ROWS = 100_000
 
@@ -58,7 +57,7 @@ def publish_table(
     ws: Workspace,
     name: str | TableName,
     *,
-    mode: Mode = "auto",
+    mode: PublishMode = "auto",
     store: OnlineStore | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> PublishResult:
@@ -74,17 +73,18 @@ def publish_table(
     store = store or online_store(ws)
     try:
         target_version = info.version
-        last = _last_published(ws, table)
+        store_id = _store_id(ws.target.online_store)
+        last = _last_published(ws.state, store_id, table)
         if last == target_version and mode != "snapshot":
             return PublishResult(table, "unchanged", last, target_version, 0, 0)
         if mode == "snapshot" or last is None or last > target_version:
-            written = _snapshot(ws, info, _Writer(store, info, progress), target_version)
+            written = _snapshot(ws.tables, info, _Writer(store, info, progress), target_version)
             result = PublishResult(table, "snapshot", last, target_version, written, 0)
         else:
             writer = _Writer(store, info, progress)
-            written, deleted = _incremental(ws, info, writer, last, target_version)
+            written, deleted = _incremental(ws.tables, info, writer, last, target_version)
             result = PublishResult(table, "incremental", last, target_version, written, deleted)
-        _record(ws, table, target_version)
+        _record(ws.state, store_id, table, target_version)
         return result
     finally:
         if own:
@@ -121,13 +121,13 @@ def _ts(info: FeatureTableInfo) -> list[str]:
     return [info.timestamp_key] if info.timestamp_key else []
 
 
-def _snapshot(ws: Workspace, info: FeatureTableInfo, write: _Writer, version: int) -> int:
+def _snapshot(lakehouse: Lakehouse, info: FeatureTableInfo, write: _Writer, version: int) -> int:
     table = str(info.name)
     if table in write.store.tables():
         write.store.drop(table)  # rows deleted from the table must not survive a snapshot
     if info.sequence_by is not None:
-        return sum(write(rows) for rows in _latest_rows(ws, info, version))
-    dataset = ws.tables.delta(info.name, version=version).to_pyarrow_dataset()
+        return sum(write(rows) for rows in _latest_rows(lakehouse, info, version))
+    dataset = lakehouse.delta(info.name, version=version).to_pyarrow_dataset()
     written = 0
     for batch in dataset.to_batches(batch_size=_BATCH_ROWS):
         written += write(pa.Table.from_batches([batch]))
@@ -135,10 +135,10 @@ def _snapshot(ws: Workspace, info: FeatureTableInfo, write: _Writer, version: in
 
 
 def _incremental(
-    ws: Workspace, info: FeatureTableInfo, write: _Writer, last: int, version: int
+    lakehouse: Lakehouse, info: FeatureTableInfo, write: _Writer, last: int, version: int
 ) -> tuple[int, int]:
     changes = _plain(
-        ws.tables.changes(info.name, starting_version=last + 1, ending_version=version)
+        lakehouse.changes(info.name, starting_version=last + 1, ending_version=version)
     )
     kinds = changes.column("_change_type")
     upserts = changes.filter(pc.is_in(kinds, pa.array(["insert", "update_postimage"])))
@@ -154,7 +154,7 @@ def _incremental(
     else:  # the store does not compare sequences: write each touched key's latest row
         refresh = pa.concat_tables([upserts, deletes])
     if refresh.num_rows:
-        latest = _latest_rows(ws, info, version, _distinct_keys(info, refresh))
+        latest = _latest_rows(lakehouse, info, version, _distinct_keys(info, refresh))
         written += sum(write(rows) for rows in latest)
     return written, deleted
 
@@ -177,7 +177,7 @@ def _plain(table: pa.Table) -> pa.Table:
 
 
 def _latest_rows(
-    ws: Workspace, info: FeatureTableInfo, version: int, keys: pa.Table | None = None
+    lakehouse: Lakehouse, info: FeatureTableInfo, version: int, keys: pa.Table | None = None
 ) -> Iterator[pa.Table]:
     """The latest row per key at ``version`` (of ``keys`` only, when given), in batches.
 
@@ -189,10 +189,10 @@ def _latest_rows(
     order = [f"{sql_name(c)} DESC NULLS LAST" for c in [*_ts(info), *sequence, *info.features]]
     partition = ", ".join(sql_name(c) for c in info.lookup_keys)
     where = ""
-    con = connect()
+    con = connect_duckdb()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        register_snapshot(con, "__lf_table", ws.tables, info.name, version=version)
+        register_snapshot(con, "__lf_table", lakehouse, info.name, version=version)
         if keys is not None:
             con.register("__lf_keys", keys)
             match = " AND ".join(f"k.{sql_name(c)} = t.{sql_name(c)}" for c in info.lookup_keys)
@@ -211,31 +211,31 @@ def _latest_rows(
         con.close()
 
 
-def _last_published(ws: Workspace, table: str) -> int | None:
-    with ws.state.connect_engine().connect() as conn:
+def _last_published(state: StateStore, store_id: str, table: str) -> int | None:
+    with state.connect_engine().connect() as conn:
         value = conn.execute(
             select(feature_publishes.c.version).where(
                 feature_publishes.c.feature_table == table,
-                feature_publishes.c.store == _store_id(ws),
+                feature_publishes.c.store == store_id,
             )
         ).scalar()
     return None if value is None else int(value)
 
 
-def _record(ws: Workspace, table: str, version: int) -> None:
-    with ws.state.connect_engine().begin() as conn:
+def _record(state: StateStore, store_id: str, table: str, version: int) -> None:
+    with state.connect_engine().begin() as conn:
         upsert(
             conn,
             feature_publishes,
-            {"feature_table": table, "store": _store_id(ws)},
+            {"feature_table": table, "store": store_id},
             {"version": version, "published_at": datetime.now(UTC)},
         )
 
 
-def _store_id(ws: Workspace) -> str:
+def _store_id(uri: str) -> str:
+    """The online store's URI without its password: the key of its publish records."""
     from sqlalchemy.engine import make_url
 
-    uri = ws.target.online_store
     try:
         return make_url(uri).render_as_string(hide_password=True)[:255]
     except Exception:  # not a SQLAlchemy-shaped URI (e.g. rediss with options)

@@ -22,18 +22,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lakeforge.errors import LakeforgeError, SchemaMismatchError
-from lakeforge.lakehouse._arrow import (
+from lakeforge.lakehouse import (
+    Lakehouse,
+    TableName,
+    WriteResult,
+    check_unique,
     comments_of,
     conform,
+    connect_duckdb,
     materialize,
     primary_keys_of,
     to_arrow,
     type_kind,
 )
-from lakeforge.lakehouse._names import TableName
-from lakeforge.lakehouse._sql import connect
-from lakeforge.lakehouse._tables import Lakehouse
-from lakeforge.lakehouse._writes import WriteResult, check_unique
 
 FEATURE_TABLE_KEY = b"lakeforge.feature_table"
 TIMESTAMP_KEY = b"lakeforge.timestamp_key"
@@ -141,7 +142,7 @@ def _latest_per_key(data: pa.Table, keys: list[str], sequence_by: str, where: st
         }
     )
     group = ", ".join(f"k{i}" for i in range(len(keys)))
-    con = connect()
+    con = connect_duckdb()
     try:
         con.register("__lf_rows", view)
         latest = con.sql(

@@ -35,10 +35,16 @@ import pyarrow.compute as pc
 
 from lakeforge.errors import LakeforgeError, SchemaMismatchError
 from lakeforge.features._lookups import FeatureFunction, FeatureLookup, get_function
-from lakeforge.features._tables import FeatureTableInfo, FeatureTables, lakehouse_of
-from lakeforge.lakehouse._arrow import to_arrow, type_kind
-from lakeforge.lakehouse._sql import connect, register_snapshot
-from lakeforge.lakehouse._tables import Lakehouse, WriteMode, WriteResult
+from lakeforge.features._tables import FeatureTableInfo, FeatureTables
+from lakeforge.lakehouse import (
+    Lakehouse,
+    WriteMode,
+    WriteResult,
+    connect_duckdb,
+    register_snapshot,
+    to_arrow,
+    type_kind,
+)
 
 _ROW = "__lf_row"
 _LABELS = "__lf_labels"
@@ -119,7 +125,7 @@ class TrainingSet:
             return False
         if self._written_by_merges(plan):
             return True
-        con = connect()
+        con = connect_duckdb()
         try:
             register_snapshot(
                 con, "__lf_check", self._lakehouse, plan.info.name, version=plan.info.version
@@ -228,7 +234,7 @@ class TrainingSet:
         ``progress(rows_done, rows_total)`` is called after each batch; the total is None
         when the label data is a stream.
         """
-        con = connect()
+        con = connect_duckdb()
         con.execute("SET TimeZone = 'UTC'")
         con.register(_LABELS, self._labels_with_rows())
         for i, plan in enumerate(self._plans):
@@ -449,7 +455,7 @@ def _plan(
 
 
 def create_training_set(
-    ws_or_lakehouse: Any,
+    lakehouse: Lakehouse,
     df: Any,
     feature_lookups: Sequence[FeatureLookup | FeatureFunction],
     label: str | Sequence[str] | None,
@@ -459,8 +465,13 @@ def create_training_set(
 
     Inputs are validated up front; errors name the offending column. Feature table
     versions are pinned now, so every read of the result sees the same features.
+    ``lakehouse`` holds the feature tables (``ws.tables``; ``ws.create_training_set``
+    passes it).
     """
-    lakehouse = lakehouse_of(ws_or_lakehouse)
+    if not isinstance(lakehouse, Lakehouse):
+        raise TypeError(
+            f"create_training_set: expected a Lakehouse (ws.tables), got {type(lakehouse).__name__}"
+        )
     labels = to_arrow(df, what="training set data")
     schema = labels.schema
     if _ROW in schema.names:

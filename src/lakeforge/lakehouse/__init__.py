@@ -10,20 +10,47 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from lakeforge.lakehouse._arrow import parse_columns
+    from lakeforge.lakehouse._arrow import (
+        can_cast,
+        comments_of,
+        conform,
+        materialize,
+        parse_columns,
+        primary_keys_of,
+        to_arrow,
+        type_kind,
+    )
+    from lakeforge.lakehouse._duckdb import connect_duckdb, register_snapshot
     from lakeforge.lakehouse._expectations import (
         Expectation,
         expect,
         expect_or_drop,
         expect_or_fail,
     )
-    from lakeforge.lakehouse._ingest import Ingestor, IngestProgress, IngestReport, IngestStatus
+    from lakeforge.lakehouse._ingest import (
+        Ingestor,
+        IngestProgress,
+        IngestReport,
+        IngestStatus,
+        ProgressCallback,
+    )
+    from lakeforge.lakehouse._ingest_files import FORMATS, FileFormat
     from lakeforge.lakehouse._names import TableName
     from lakeforge.lakehouse._sql import SqlSession, find_table_refs
-    from lakeforge.lakehouse._tables import Lakehouse, TableInfo, WriteResult
+    from lakeforge.lakehouse._tables import Lakehouse, TableInfo
+    from lakeforge.lakehouse._writes import SYSTEM_SCHEMA, WriteMode, WriteResult, check_unique
 
 _HOME = {
+    "can_cast": "_arrow",
+    "comments_of": "_arrow",
+    "conform": "_arrow",
+    "materialize": "_arrow",
     "parse_columns": "_arrow",
+    "primary_keys_of": "_arrow",
+    "to_arrow": "_arrow",
+    "type_kind": "_arrow",
+    "connect_duckdb": "_duckdb",
+    "register_snapshot": "_duckdb",
     "Expectation": "_expectations",
     "expect": "_expectations",
     "expect_or_drop": "_expectations",
@@ -32,12 +59,18 @@ _HOME = {
     "IngestProgress": "_ingest",
     "IngestReport": "_ingest",
     "IngestStatus": "_ingest",
+    "ProgressCallback": "_ingest",
+    "FORMATS": "_ingest_files",
+    "FileFormat": "_ingest_files",
     "TableName": "_names",
     "SqlSession": "_sql",
     "find_table_refs": "_sql",
     "Lakehouse": "_tables",
     "TableInfo": "_tables",
-    "WriteResult": "_tables",
+    "SYSTEM_SCHEMA": "_writes",
+    "WriteMode": "_writes",
+    "WriteResult": "_writes",
+    "check_unique": "_writes",
 }
 
 
@@ -51,19 +84,34 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "FORMATS",
+    "SYSTEM_SCHEMA",
     "Expectation",
+    "FileFormat",
     "IngestProgress",
     "IngestReport",
     "IngestStatus",
     "Ingestor",
     "Lakehouse",
+    "ProgressCallback",
     "SqlSession",
     "TableInfo",
     "TableName",
+    "WriteMode",
     "WriteResult",
+    "can_cast",
+    "check_unique",
+    "comments_of",
+    "conform",
+    "connect_duckdb",
     "expect",
     "expect_or_drop",
     "expect_or_fail",
     "find_table_refs",
+    "materialize",
     "parse_columns",
+    "primary_keys_of",
+    "register_snapshot",
+    "to_arrow",
+    "type_kind",
 ]

@@ -27,6 +27,7 @@ import pyarrow.dataset as pads
 
 from lakeforge.errors import SqlError
 from lakeforge.lakehouse._arrow import conform
+from lakeforge.lakehouse._duckdb import connect_duckdb, register_snapshot, string_list
 from lakeforge.lakehouse._names import TableName
 
 if TYPE_CHECKING:
@@ -53,14 +54,6 @@ class _Token:
     end: int
     text: str
     kind: duckdb.token_type
-
-
-def connect() -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the settings Lakeforge relies on."""
-    con = duckdb.connect()
-    # Without this DuckDB may plan ASOF joins over Arrow scans as a nested loop (500x slower).
-    con.execute("SET asof_loop_join_threshold = 0")
-    return con
 
 
 def _tokens(query: str) -> list[_Token]:
@@ -157,7 +150,7 @@ def parse_filter(where: str, *, label: str) -> RowFilter:
             f"filter {where!r} on {label} is not one SQL expression ({_first_line(exc)}): "
             + _FILTER_ALLOWED
         ) from None
-    con = _locked(connect())
+    con = _locked(connect_duckdb())
     try:
         serialized = con.execute("SELECT json_serialize_sql(?)", [f"SELECT 1 WHERE {where}"])
         row = serialized.fetchone()
@@ -200,7 +193,7 @@ def query_dataset(
     is an Arrow dataset or stream, so nothing else is reachable from the expression.
     """
     row_filter = parse_filter(where, label=label)
-    con = _locked(connect())
+    con = _locked(connect_duckdb())
     try:
         relation = con.from_arrow(source).filter(row_filter.expression)
         if columns:
@@ -332,7 +325,7 @@ class SqlSession:
                 f"{', '.join(twice)} is written by more than one statement: run each write "
                 "as its own call"
             )
-        con = connect()
+        con = connect_duckdb()
         try:
             self._register(con, scans)
             results: list[pa.Table | _Prepared | _Drop] = [
@@ -364,7 +357,7 @@ class SqlSession:
                 con, view, self.lakehouse, ref.name, version=ref.version, as_of=ref.as_of
             )
         if allowed:
-            con.execute(f"SET allowed_paths = {_string_list(allowed)}")
+            con.execute(f"SET allowed_paths = {string_list(allowed)}")
         _locked(con)
 
     def _query(self, con: duckdb.DuckDBPyConnection, query: _Query) -> pa.Table:
@@ -520,42 +513,6 @@ def _positional(target: TableName, data: pa.Table, columns: list[str]) -> pa.Tab
             f"has {len(columns)} ({', '.join(columns)})"
         )
     return data.rename_columns(columns[: data.num_columns])
-
-
-def register_snapshot(
-    con: duckdb.DuckDBPyConnection,
-    view: str,
-    lakehouse: Lakehouse,
-    name: TableName | str,
-    *,
-    version: int | None = None,
-    as_of: datetime | None = None,
-) -> list[str]:
-    """Make a table snapshot scannable by DuckDB as ``view``; the local files it reads.
-
-    Plain local snapshots are read by DuckDB's own parallel Parquet reader (DuckDB
-    reads an Arrow dataset as one stream); others (partitioned, remote, deletion
-    vectors) through delta-rs's Arrow dataset.
-    """
-    native = lakehouse.parquet_snapshot(name, version=version, as_of=as_of)
-    if native is None:
-        con.register(view, lakehouse.scan(name, version=version, as_of=as_of))
-        return []
-    files, schema = native
-    columns = ", ".join(_quote_ident(c) for c in schema.names)
-    con.execute(
-        f"CREATE TEMP VIEW {view} AS SELECT {columns} FROM "
-        f"read_parquet({_string_list(files)}, union_by_name = true)"
-    )
-    return files
-
-
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _string_list(values: list[str]) -> str:
-    return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
 
 
 def _first_line(exc: BaseException) -> str:

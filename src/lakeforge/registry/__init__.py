@@ -1,5 +1,6 @@
 """The model registry per target: versions, aliases with promotion history, lineage, copies."""
 
+from lakeforge.registry._audit import write_audit
 from lakeforge.registry._gate import CHAMPION, GATED_ALIASES, PREVIOUS, ApprovalGrant
 from lakeforge.registry._registry import (
     CHALLENGER,
@@ -21,4 +22,5 @@ __all__ = [
     "Lineage",
     "ModelNotFoundError",
     "Registry",
+    "write_audit",
 ]

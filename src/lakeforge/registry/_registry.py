@@ -42,19 +42,21 @@ from lakeforge.registry._gate import (
     refuse,
 )
 from lakeforge.state import StateStore, alias_events, as_utc
-from lakeforge.tracking._lineage import (
+from lakeforge.tracking import (
     TAG_COPIED_FROM,
     TAG_DATA,
     TAG_RUN,
+    client_for,
+    experiment_id,
+    experiment_name,
+    use_target,
 )
-from lakeforge.tracking._mlflow import client_for, experiment_id, experiment_name, use_target
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-    from lakeforge.project import Project, Target
-    from lakeforge.project._policy import EffectivePolicy
+    from lakeforge.project import EffectivePolicy, Project, Target
 
 CHALLENGER = "challenger"
 OUTSIDE_ACTOR = "unknown (outside Lakeforge)"

@@ -180,7 +180,7 @@ class LoadedModel:
         """Score through MLflow's own parser and schema enforcement."""
         from mlflow.exceptions import MlflowException
 
-        from lakeforge.features._models import widen_to_signature
+        from lakeforge.features import widen_to_signature
 
         try:
             schema = self.pyfunc.metadata.get_input_schema()

@@ -75,7 +75,7 @@ class Runtime:
     def online_store(self) -> OnlineStore:
         """The target's online store, opened when the first feature-aware model loads."""
         if self._online is None:
-            from lakeforge.features._publish import online_store
+            from lakeforge.features import online_store
 
             self._online = online_store(self.ws)
         return self._online

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from lakeforge.events import APPROVAL_DECIDED, Outbox
 from lakeforge.jobs._history import record_run
-from lakeforge.registry._audit import write_audit
+from lakeforge.registry import write_audit
 from lakeforge.state import (
     Lease,
     StateStore,

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from lakeforge.errors import LakeforgeError, SchemaMismatchError
-from lakeforge.lakehouse._arrow import type_kind
+from lakeforge.lakehouse import type_kind
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
