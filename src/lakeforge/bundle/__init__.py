@@ -19,6 +19,7 @@ from lakeforge.bundle._deploy import (
 from lakeforge.bundle._errors import DeployError
 from lakeforge.bundle._snapshot import Deployment
 from lakeforge.bundle._snapshot import current as current_deployment
+from lakeforge.bundle._snapshot import get as get_deployment
 
 __all__ = [
     "Change",
@@ -33,6 +34,7 @@ __all__ = [
     "current_deployment",
     "deployed_jobs",
     "deployed_name",
+    "get_deployment",
     "plan",
     "render",
     "spec_hash",

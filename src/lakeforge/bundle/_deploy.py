@@ -32,8 +32,7 @@ from lakeforge.bundle._snapshot import collect, current, describe, record, stage
 from lakeforge.bundle._validate import check_references
 from lakeforge.errors import LakeforgeError, SchemaMismatchError, TableNameError
 from lakeforge.lakehouse import TableName, parse_columns
-from lakeforge.project import EndpointSpec
-from lakeforge.project._jobs import JobSpec, TableSpec
+from lakeforge.project import EndpointSpec, JobSpec, TableSpec
 from lakeforge.state import deployed_resources, job_settings, upsert
 
 if TYPE_CHECKING:
@@ -327,7 +326,7 @@ def apply(ws: Workspace, plan: Plan, *, progress: Progress | None = None) -> Pla
             assert change.spec is not None
             table = EndpointSpec.model_validate_json(change.spec).inference_table
             if table is not None:
-                from lakeforge.serving._inference_log import create_table
+                from lakeforge.serving import create_inference_table as create_table
 
                 create_table(ws, table.table)
     with ws.state.connect_engine().begin() as conn:

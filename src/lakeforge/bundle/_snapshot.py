@@ -33,7 +33,7 @@ from sqlalchemy import Connection, insert, select
 
 from lakeforge._identity import current_user
 from lakeforge.bundle._errors import DeployError
-from lakeforge.project._jobs import JobSpec
+from lakeforge.project import JobSpec
 from lakeforge.state import as_utc, deployments
 
 if TYPE_CHECKING:

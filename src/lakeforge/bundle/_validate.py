@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lakeforge.errors import LakeforgeError
-from lakeforge.project._jobs import TableUpdateTrigger
-from lakeforge.project._project import PROJECT_DIR_ENV
+from lakeforge.project import PROJECT_DIR_ENV, TableUpdateTrigger
 
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace

@@ -27,7 +27,6 @@ from lakeforge.cli import (
 from lakeforge.cli._context import CliState, console, err_console, sigterm_interrupts, state
 from lakeforge.cli._context import workspace as _ctx_workspace
 from lakeforge.errors import LakeforgeError
-from lakeforge.project._init import start_git
 
 app = typer.Typer(
     name="lakeforge",
@@ -85,6 +84,8 @@ def init(
 
     folder = init_project(name, directory, git=False)
     console.print(f"created project {name} in {folder}")
+    from lakeforge.project import start_git
+
     console.print(start_git(folder))
     console.print(
         f"next: cd {folder} && lakeforge ingest <folder of CSVs> --into dev.bronze.<table>"

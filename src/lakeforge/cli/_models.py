@@ -302,7 +302,7 @@ def ui(
 
 def _end_group(pgid: int, grace_s: float = 5.0) -> None:
     """End what is left of process group ``pgid``: SIGTERM, then SIGKILL after ``grace_s``."""
-    from lakeforge.jobs._process import _live_members as live_members
+    from lakeforge.jobs import live_members
 
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:

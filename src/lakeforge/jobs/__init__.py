@@ -12,7 +12,8 @@ from typing import Any
 
 from lakeforge.jobs._errors import JobError
 from lakeforge.jobs._execution import run_if_met
-from lakeforge.jobs._history import JobRun, TaskRun
+from lakeforge.jobs._history import JobRun, TaskRun, record_run
+from lakeforge.jobs._process import live_members
 from lakeforge.jobs._runner import JobRunner
 from lakeforge.jobs._scheduler import Firing, Scheduler
 
@@ -41,6 +42,8 @@ __all__ = [
     "Scheduler",
     "TaskRun",
     "job_context",
+    "live_members",
+    "record_run",
     "run_if_met",
     "task_values",
 ]

@@ -25,7 +25,7 @@ from lakeforge.jobs._history import FAILED, TERMINAL, JobRun, result_file, utcno
 from lakeforge.jobs._process import AttemptSpec, Outcome
 from lakeforge.jobs._source import JobSource
 from lakeforge.jobs.executors import Attempt, open_executor
-from lakeforge.project._jobs import RunIf, TaskSpec
+from lakeforge.project import RunIf, TaskSpec
 from lakeforge.state import job_runs, task_runs
 
 if TYPE_CHECKING:

@@ -175,14 +175,14 @@ def kill_recorded_group(identity: str, wait_s: float = 30.0) -> bool:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
     deadline = time.monotonic() + wait_s
-    while _live_members(pgid):
+    while live_members(pgid):
         if time.monotonic() > deadline:
             return False
         time.sleep(POLL_S)
     return True
 
 
-def _live_members(pgid: int) -> list[int]:
+def live_members(pgid: int) -> list[int]:
     """Processes of group ``pgid`` that have not exited (zombies have)."""
     members = []
     for stat in Path("/proc").glob("[0-9]*/stat"):

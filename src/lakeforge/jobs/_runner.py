@@ -34,7 +34,7 @@ from lakeforge.jobs._history import (
 )
 from lakeforge.jobs._recovery import adopt_orphans, recover_orphans
 from lakeforge.jobs._source import JobSource, Sources
-from lakeforge.project._jobs import JobSpec
+from lakeforge.project import JobSpec
 from lakeforge.state import job_runs, job_settings, task_runs, upsert
 
 if TYPE_CHECKING:

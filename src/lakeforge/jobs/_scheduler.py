@@ -31,7 +31,7 @@ from sqlalchemy import select
 
 from lakeforge.jobs._errors import JobError
 from lakeforge.jobs._runner import JobRunner
-from lakeforge.project._jobs import (
+from lakeforge.project import (
     CronSchedule,
     FileArrivalTrigger,
     JobFinishedTrigger,

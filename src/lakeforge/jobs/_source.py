@@ -13,14 +13,12 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from lakeforge.bundle._snapshot import Deployment, current, get
+from lakeforge.bundle import Deployment, current_deployment, get_deployment
 from lakeforge.errors import LakeforgeError
 from lakeforge.jobs._errors import JobError
-from lakeforge.project._jobs import JobSpec
-from lakeforge.project._project import PROJECT_DIR_ENV
+from lakeforge.project import PROJECT_DIR_ENV, JobSpec
 from lakeforge.state import deployed_resources
-from lakeforge.tracking import git_info
-from lakeforge.tracking._lineage import DEPLOYED_COMMIT_ENV, DEPLOYED_DIRTY_ENV, DEPLOYMENT_ENV
+from lakeforge.tracking import DEPLOYED_COMMIT_ENV, DEPLOYED_DIRTY_ENV, DEPLOYMENT_ENV, git_info
 
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace
@@ -60,7 +58,7 @@ class Sources:
         """What a run started now runs: the current deployment if ``job`` is deployed."""
         target = self.ws.target
         if self._is_deployed(job):
-            deployment = current(self.ws)
+            deployment = current_deployment(self.ws)
             if deployment is not None:
                 return self._deployed(job, deployment)
             if not target.development:
@@ -82,7 +80,7 @@ class Sources:
         if deployment_id is None:
             return self.working_copy(job)
         try:
-            deployment = get(self.ws, deployment_id)
+            deployment = get_deployment(self.ws, deployment_id)
         except LakeforgeError as exc:
             raise JobError(exc.message) from None
         return self._deployed(job, deployment)

@@ -38,6 +38,7 @@ from lakeforge.project._events import (
 )
 from lakeforge.project._init import init_project, start_git
 from lakeforge.project._jobs import (
+    EXECUTORS_GROUP,
     CronSchedule,
     FileArrivalTrigger,
     JobFinishedTrigger,
@@ -50,6 +51,7 @@ from lakeforge.project._jobs import (
     TableUpdateTrigger,
     TaskSpec,
     Trigger,
+    executor_entry_points,
 )
 from lakeforge.project._policy import (
     Approval,
@@ -67,6 +69,8 @@ from lakeforge.project._project import PROJECT_DIR_ENV, TARGET_ENV, Project, Tar
 from lakeforge.project._webhooks import WebhookConfig
 
 __all__ = [
+    "EXECUTORS_GROUP",
+    "executor_entry_points",
     "ALIAS_MOVED",
     "APPROVAL_DECIDED",
     "APPROVAL_REQUESTED",

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from lakeforge.events import APPROVAL_DECIDED, Outbox
-from lakeforge.jobs._history import record_run
+from lakeforge.jobs import record_run
 from lakeforge.registry import write_audit
 from lakeforge.state import (
     Lease,

@@ -25,7 +25,7 @@ from lakeforge.jobs.executors._base import (
 )
 from lakeforge.jobs.executors._local import LocalExecutor
 from lakeforge.jobs.executors._ray import RayExecutor
-from lakeforge.project._jobs import EXECUTORS_GROUP, executor_entry_points
+from lakeforge.project import EXECUTORS_GROUP, executor_entry_points
 
 if TYPE_CHECKING:
     from lakeforge.project import Target
