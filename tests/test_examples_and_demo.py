@@ -18,6 +18,7 @@ EXPECTED = {
     "feature_store.py": "scored 5 from keys offline, 5 online",
     "jobs.py": "trigger table_update:dev.silver.orders fired run 2: succeeded",
     "lakehouse_quickstart.py": "ingested 50000 rows from 1 file(s)",
+    "executor_backend.py": "serial passed all 8 executor checks",
     "online_store_backend.py": "memory:// passed all 15 online store checks",
     "tables.py": "restored to version 1: 2 airlines",
     "tracking_registry.py": "registered dev.ml.flight_delay v1, copied as staging.ml.flight_delay v1",

@@ -4,7 +4,6 @@ executor against the public conformance suite, and a third executor in one modul
 from __future__ import annotations
 
 import pickle
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,22 +23,8 @@ from lakeforge.jobs.executors import (
 from lakeforge.project import Target
 from lakeforge.testing import ExecutorCheck, executor_checks, parametrize_executor_checks
 
-PLUGIN = '''
-"""A third executor: local attempts, one at a time in this process."""
-import threading
-
-from lakeforge.jobs.executors import Attempt, LocalExecutor, Outcome
-
-_one = threading.Lock()
-
-
-class SerialExecutor(LocalExecutor):
-    name = "serial"
-
-    def run(self, attempt: Attempt) -> Outcome:
-        with _one:
-            return super().run(attempt)
-'''
+# The example in docs/contributing.md, installed below as a plugin package.
+PLUGIN = (Path(__file__).parents[2] / "examples" / "executor_backend.py").read_text()
 
 PROJECT = """
 name: execproj
@@ -100,7 +85,7 @@ def serial_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     site = tmp_path / "site"
     info = site / "lf_serial-0.1.dist-info"
     info.mkdir(parents=True)
-    (site / "lf_serial.py").write_text(textwrap.dedent(PLUGIN))
+    (site / "lf_serial.py").write_text(PLUGIN)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lf-serial\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(
         "[lakeforge.executors]\nserial = lf_serial:SerialExecutor\n"
