@@ -12,8 +12,8 @@ import lakeforge
 from lakeforge import Workspace
 from lakeforge.cli import main
 from lakeforge.deployment import ARCHIVED_TAG, ApprovalError
-from lakeforge.deployment.tasks import deploy_version
 from lakeforge.errors import PermissionDeniedError
+from lakeforge.tasks import deploy_version
 from tests.deployment.conftest import train
 
 

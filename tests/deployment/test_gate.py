@@ -14,9 +14,9 @@ from mlflow import MlflowClient
 from lakeforge import Workspace
 from lakeforge.bundle import plan, render
 from lakeforge.cli import main
-from lakeforge.deployment.tasks import deploy_version
 from lakeforge.errors import LakeforgeError, PermissionDeniedError
 from lakeforge.registry import OUTSIDE_ACTOR, ApprovalGrant
+from lakeforge.tasks import deploy_version
 from tests.deployment.conftest import train, train_regressor
 
 Run = Callable[..., str]

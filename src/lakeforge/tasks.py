@@ -1,4 +1,7 @@
-"""Deployment steps as job tasks (``module:function`` with plain parameters).
+"""Job tasks the platform ships: deployment steps (``lakeforge.tasks:deploy_version`` ...).
+
+Like the CLI, this is a shell over the SDK, above the Workspace: the jobs engine calls
+these by ``module:function`` with plain parameters.
 
 Each opens the project on a target, does one step, and returns a JSON-friendly dict
 (the task value downstream tasks can read).
@@ -9,14 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 from lakeforge._workspace import connect
-from lakeforge.deployment._deploy import outcome_line
+from lakeforge.deployment import outcome_line
 
 
 def validate_version(
     model: str, version: int, *, target: str | None = None, project_dir: str | None = None
 ) -> dict[str, Any]:
     """Validate a version; raises when it fails in ``enabled`` mode."""
-    from lakeforge.deployment._validate import validate
+    from lakeforge.deployment import validate
     from lakeforge.errors import LakeforgeError
 
     with connect(target, project_dir=project_dir) as ws:
@@ -33,7 +36,7 @@ def deploy_version(
 ) -> dict[str, Any]:
     """Run the deployment step, printing each check's result (the task log); the outcome
     and the request id."""
-    from lakeforge.deployment._deploy import deploy
+    from lakeforge.deployment import deploy
 
     with connect(target, project_dir=project_dir) as ws:
         result = deploy(ws, model, version)
@@ -69,7 +72,7 @@ def rollback(
     reason: str | None = None,
 ) -> dict[str, Any]:
     """Move champion back to previous (on a gated target: a rollback request)."""
-    from lakeforge.deployment._deploy import rollback as roll_back
+    from lakeforge.deployment import rollback as roll_back
 
     with connect(target, project_dir=project_dir) as ws:
         result = roll_back(ws, model, reason=reason)
