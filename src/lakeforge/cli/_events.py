@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from lakeforge._workspace import Workspace
 from lakeforge.cli._context import console, err_console, sigterm_interrupts, workspace
-from lakeforge.events import DeliveryReport, Outbox, WebhookConfig, run_dispatcher
+
+if TYPE_CHECKING:
+    from lakeforge._workspace import Workspace
+    from lakeforge.events import DeliveryReport, WebhookConfig
 
 app = typer.Typer(help="Events: what happened, and webhook delivery.", no_args_is_help=True)
 
@@ -30,6 +32,8 @@ def list_events(
     limit: Annotated[int, typer.Option(min=1, help="Show the newest N events.")] = 50,
 ) -> None:
     """The newest events of the target, oldest first."""
+    from lakeforge.events import Outbox
+
     found = Outbox(workspace(ctx).state).list(type=type, subject=subject, limit=limit)
     table = Table("id", "type", "subject", "actor", "at", "payload", header_style="bold cyan")
     for event in found:
@@ -58,6 +62,8 @@ def deliver(
     if not webhooks:
         console.print("no webhooks declared in lakeforge.yaml: nothing to deliver")
         return
+
+    from lakeforge.events import Outbox, run_dispatcher
 
     def show(report: DeliveryReport) -> None:
         if once and not report.delivered and not report.failed:

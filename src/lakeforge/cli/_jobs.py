@@ -5,13 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from lakeforge.cli._context import console, workspace
-from lakeforge.jobs import JobRun, JobRunner
+
+if TYPE_CHECKING:
+    from lakeforge.jobs import JobRun, JobRunner
 
 app = typer.Typer(help="Jobs: DAGs of tasks, their runs and logs.", no_args_is_help=True)
 
@@ -64,7 +66,7 @@ def _exit_for(run: JobRun) -> None:
 
 
 def run_job(ctx: typer.Context, job: str, params: list[str] | None) -> None:
-    runner = JobRunner(workspace(ctx))
+    runner = _runner(ctx)
     target = runner.ws.target.name
     source = runner.source(job)  # refuses a job not deployed to a production-mode target
     if source.deployment is None:
@@ -86,7 +88,7 @@ def run_job(ctx: typer.Context, job: str, params: list[str] | None) -> None:
 @app.command("list")
 def list_jobs(ctx: typer.Context) -> None:
     """Jobs declared in the project, with their schedule and state."""
-    runner = JobRunner(workspace(ctx))
+    runner = _runner(ctx)
     table = Table("job", "tasks", "schedule", "paused", "description", header_style="bold cyan")
     for name, spec in runner.ws.project.config.jobs.items():
         schedule = f"{spec.schedule.cron} ({spec.schedule.timezone})" if spec.schedule else ""
@@ -117,7 +119,7 @@ def runs(
 ) -> None:
     """Recent runs (of one job or all), newest first, with their tasks' states and values
     (in DAG order); runs whose runner died are closed."""
-    runner = JobRunner(workspace(ctx))
+    runner = _runner(ctx)
     runner.recover_orphans()
     found = runner.runs(job, limit=limit)
     if as_json:
@@ -163,7 +165,7 @@ def logs(
     task: Annotated[str | None, typer.Option(help="Only this task.")] = None,
 ) -> None:
     """The captured output of a run's tasks, in the job's DAG order, attempt by attempt."""
-    run_ = JobRunner(workspace(ctx)).get(run_id)
+    run_ = _runner(ctx).get(run_id)
     for key, t in run_.tasks.items():
         if task and key != task:
             continue
@@ -175,14 +177,14 @@ def logs(
 @app.command()
 def cancel(ctx: typer.Context, run_id: RunId) -> None:
     """Cancel a running run; its task processes and their children are killed."""
-    JobRunner(workspace(ctx)).cancel(run_id)
+    _runner(ctx).cancel(run_id)
     console.print(f"cancel requested for run {run_id}")
 
 
 @app.command()
 def repair(ctx: typer.Context, run_id: RunId, param: Params = None) -> None:
     """Rerun a run's failed tasks and their dependents, in the same run."""
-    result = JobRunner(workspace(ctx)).repair(run_id, parameters=_params(param), progress=_progress)
+    result = _runner(ctx).repair(run_id, parameters=_params(param), progress=_progress)
     _summary(result)
     _exit_for(result)
 
@@ -190,12 +192,18 @@ def repair(ctx: typer.Context, run_id: RunId, param: Params = None) -> None:
 @app.command()
 def pause(ctx: typer.Context, job: str) -> None:
     """Pause a job's schedule and triggers."""
-    JobRunner(workspace(ctx)).set_paused(job, True)
+    _runner(ctx).set_paused(job, True)
     console.print(f"{job} paused")
 
 
 @app.command()
 def unpause(ctx: typer.Context, job: str) -> None:
     """Resume a job's schedule and triggers."""
-    JobRunner(workspace(ctx)).set_paused(job, False)
+    _runner(ctx).set_paused(job, False)
     console.print(f"{job} unpaused")
+
+
+def _runner(ctx: typer.Context) -> JobRunner:
+    from lakeforge.jobs import JobRunner
+
+    return JobRunner(workspace(ctx))

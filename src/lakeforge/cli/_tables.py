@@ -23,7 +23,10 @@ def list_tables(
     schema: Annotated[str | None, typer.Option(help="Only this schema.")] = None,
 ) -> None:
     """List the tables of a catalog."""
-    names = workspace(ctx).tables.list(catalog=catalog, schema=schema)
+    from lakeforge.lakehouse import TableLocations  # no Arrow or delta-rs needed to list
+
+    ws = workspace(ctx)
+    names = TableLocations(ws.project, ws.target).list(catalog=catalog, schema=schema)
     if not names:
         console.print("no tables")
     for name in names:

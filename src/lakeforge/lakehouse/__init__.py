@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         ProgressCallback,
     )
     from lakeforge.lakehouse._ingest_files import FORMATS, FileFormat
+    from lakeforge.lakehouse._locations import TableLocations
     from lakeforge.lakehouse._names import TableName
     from lakeforge.lakehouse._sql import SqlSession, find_table_refs
     from lakeforge.lakehouse._tables import Lakehouse, TableInfo
@@ -63,6 +64,7 @@ _HOME = {
     "FORMATS": "_ingest_files",
     "FileFormat": "_ingest_files",
     "TableName": "_names",
+    "TableLocations": "_locations",
     "SqlSession": "_sql",
     "find_table_refs": "_sql",
     "Lakehouse": "_tables",
@@ -96,6 +98,7 @@ __all__ = [
     "ProgressCallback",
     "SqlSession",
     "TableInfo",
+    "TableLocations",
     "TableName",
     "WriteMode",
     "WriteResult",

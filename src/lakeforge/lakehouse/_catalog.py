@@ -7,18 +7,15 @@ import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.dataset as pads
-import pyarrow.fs as pafs
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 from deltalake.exceptions import TableNotFoundError as DeltaTableNotFound
 
 from lakeforge.errors import (
     LakeforgeError,
-    PermissionDeniedError,
     SchemaMismatchError,
     TableExistsError,
     TableNotFoundError,
@@ -28,10 +25,13 @@ from lakeforge.lakehouse._arrow import (
     primary_keys_of,
     with_key_metadata,
 )
+from lakeforge.lakehouse._locations import TableLocations
 from lakeforge.lakehouse._names import TableName
 from lakeforge.project import Project, Target
 
-TABLES_DIR = "tables"
+if TYPE_CHECKING:
+    import pyarrow.dataset as pads
+
 CDF_CONFIG = {"delta.enableChangeDataFeed": "true"}
 
 ReadListener = Callable[[TableName, DeltaTable], None]
@@ -56,55 +56,17 @@ class TableInfo:
     num_rows: int
 
 
-class Catalog:
+class Catalog(TableLocations):
     """Tables of one target, and read access to the targets its ``read_from`` names."""
 
     def __init__(self, project: Project, target: Target) -> None:
-        self.project = project
-        self.target = target
+        super().__init__(project, target)
         #: Called with every table snapshot read for data (lineage for training runs).
         self.read_listeners: builtins.list[ReadListener] = []
 
     def _notify_read(self, table: TableName, dt: DeltaTable) -> None:
         for listener in self.read_listeners:
             listener(table, dt)
-
-    # -- names, locations and permissions ---------------------------------------------
-
-    def name(self, name: str | TableName) -> TableName:
-        """Parse a table name; a two-part ``schema.table`` gets this target's catalog."""
-        if isinstance(name, TableName):
-            return name
-        return TableName.parse(name, default_catalog=self.target.catalog)
-
-    def owner_of(self, name: TableName, *, write: bool) -> Target:
-        """The target that owns ``name``'s catalog, if this target may read (or write) it."""
-        owner = self.project.target_for_catalog(name.catalog)
-        if owner is None:
-            raise TableNotFoundError(
-                f"table {name}: unknown catalog {name.catalog!r}; "
-                f"catalogs in project {self.project.name!r}: {', '.join(self.project.catalogs)}"
-            )
-        if owner.name == self.target.name:
-            return owner
-        if write:
-            raise PermissionDeniedError(
-                f"target {self.target.name!r} cannot write {name}: a target writes only its own "
-                f"catalog ({self.target.catalog!r})",
-                hint=f"run with -t {owner.name} to write that table",
-            )
-        if owner.name not in self.target.read_from:
-            raise PermissionDeniedError(
-                f"target {self.target.name!r} may not read {name} from target {owner.name!r}",
-                hint=f"add {owner.name!r} to targets.{self.target.name}.read_from in lakeforge.yaml",
-            )
-        return owner
-
-    def location(self, name: str | TableName) -> str:
-        """The storage URI of a table (whether or not it exists)."""
-        table = self.name(name)
-        owner = self.owner_of(table, write=False)
-        return owner.path(TABLES_DIR, table.schema, table.table)
 
     def exists(self, name: str | TableName) -> bool:
         table = self.name(name)
@@ -199,23 +161,6 @@ class Catalog:
         return TableNotFoundError(f"table {table} does not exist", hint=hint)
 
     # -- catalog ----------------------------------------------------------------------
-
-    def list(
-        self, *, catalog: str | None = None, schema: str | None = None
-    ) -> builtins.list[TableName]:
-        """Tables in a catalog (default: this target's), optionally in one schema."""
-        catalog = (catalog or self.target.catalog).lower()
-        owner = self.owner_of(TableName(catalog, "x", "x"), write=False)
-        fs, base = pafs.FileSystem.from_uri(owner.path(TABLES_DIR))
-        found: builtins.list[TableName] = []
-        for schema_dir in _subdirs(fs, base):
-            if schema and schema_dir.base_name != schema.lower():
-                continue
-            for table_dir in _subdirs(fs, schema_dir.path):
-                log = fs.get_file_info(f"{table_dir.path}/_delta_log")
-                if log.type == pafs.FileType.Directory:
-                    found.append(TableName(catalog, schema_dir.base_name, table_dir.base_name))
-        return sorted(found)
 
     def create(
         self,
@@ -316,13 +261,6 @@ def _view_type(field: pa.Field) -> pa.Field:
     if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
         return field.with_type(pa.binary_view())
     return field
-
-
-def _subdirs(fs: pafs.FileSystem, base: str) -> list[pafs.FileInfo]:
-    info = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
-    return [
-        i for i in info if i.type == pafs.FileType.Directory and not i.base_name.startswith(".")
-    ]
 
 
 def as_datetime(value: datetime | str | None) -> datetime:

@@ -15,10 +15,9 @@ from lakeforge.errors import (
     LakeforgeError,
     SchemaMismatchError,
 )
-from lakeforge.lakehouse._catalog import TABLES_DIR as TABLES_DIR
 from lakeforge.lakehouse._catalog import Catalog, TableInfo, as_datetime
+from lakeforge.lakehouse._locations import TABLES_DIR as TABLES_DIR
 from lakeforge.lakehouse._names import TableName
-from lakeforge.lakehouse._sql import parse_filter, query_dataset
 from lakeforge.lakehouse._writes import SYSTEM_SCHEMA as SYSTEM_SCHEMA
 from lakeforge.lakehouse._writes import TableWriter, WriteMode, WriteResult
 
@@ -106,6 +105,8 @@ class Lakehouse(TableWriter):
             )
         self._notify_read(table, dt)
         if filter:
+            from lakeforge.lakehouse._sql import parse_filter, query_dataset
+
             # A plain stream, not the dataset: pyarrow's filter pushdown and its casts to
             # view types fail on files that mix dictionary, plain and view string columns.
             needed = parse_filter(filter, label=str(table)).columns

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
@@ -33,14 +33,11 @@ from lakeforge.lakehouse._commits import (
     retry_conflicts,
     with_write_id,
 )
-from lakeforge.lakehouse._expectations import (
-    QUARANTINE_SUFFIX,
-    Expectation,
-    QualityOutcome,
-    apply_expectations,
-)
 from lakeforge.lakehouse._names import TableName
 from lakeforge.project import Target
+
+if TYPE_CHECKING:
+    from lakeforge.lakehouse._expectations import Expectation, QualityOutcome
 
 SYSTEM_SCHEMA = "system"
 QUALITY_LOG = "quality_log"
@@ -126,6 +123,8 @@ class TableWriter(Catalog):
         write_id = uuid.uuid4().hex
         outcome: QualityOutcome | None = None
         if expectations:
+            from lakeforge.lakehouse._expectations import apply_expectations
+
             outcome = apply_expectations(materialize(arrow), list(expectations), table=str(table))
             arrow = outcome.passed
             if outcome.quarantined is not None and outcome.quarantined.num_rows:
@@ -217,6 +216,8 @@ class TableWriter(Catalog):
             return None
 
     def _write_quarantine(self, table: TableName, rows: pa.Table, write_id: str) -> None:
+        from lakeforge.lakehouse._expectations import QUARANTINE_SUFFIX
+
         quarantine = table.sibling(table.table + QUARANTINE_SUFFIX)
         rows = rows.append_column("_write_id", pa.repeat(pa.scalar(write_id), rows.num_rows))
         rows = rows.append_column(

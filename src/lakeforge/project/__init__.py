@@ -65,7 +65,7 @@ from lakeforge.project._policy import (
     ValidationPolicy,
 )
 from lakeforge.project._policy import Mode as ValidationMode
-from lakeforge.project._project import PROJECT_DIR_ENV, TARGET_ENV, Project, Target
+from lakeforge.project._project import PROJECT_DIR_ENV, TARGET_ENV, Project, Target, is_remote_uri
 from lakeforge.project._webhooks import WebhookConfig
 
 __all__ = [
@@ -122,6 +122,7 @@ __all__ = [
     "check_patterns",
     "check_type",
     "init_project",
+    "is_remote_uri",
     "matches",
     "parse_config",
     "start_git",
