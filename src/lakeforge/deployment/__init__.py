@@ -6,8 +6,9 @@ Names load on first use: listing approvals does not import the validation machin
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lakeforge._lazy import lazy_names
 
 if TYPE_CHECKING:
     from lakeforge.deployment._approvals import (
@@ -45,13 +46,7 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _HOME.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lakeforge.deployment' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"lakeforge.deployment.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _HOME)
 
 
 __all__ = [

@@ -1,8 +1,8 @@
 """The feature store: feature tables, point-in-time training sets, and the online store."""
 
-import importlib
 from typing import TYPE_CHECKING
 
+from lakeforge._lazy import lazy_names
 from lakeforge.features._lookups import (
     FeatureFunction,
     FeatureLookup,
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     )
 
 # Served on first use: they need MLflow, the rest of the feature store does not.
+# The MLflow-backed names load on first use.
 _WITH_MLFLOW = ("FeatureAwareModel", "log_feature_model", "score_batch", "widen_to_signature")
 
 __all__ = [
@@ -44,8 +45,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    """Import the MLflow-backed names (:class:`FeatureAwareModel`, scoring) lazily."""
-    if name in _WITH_MLFLOW:
-        return getattr(importlib.import_module("lakeforge.features._models"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, dict.fromkeys(_WITH_MLFLOW, "_models"))

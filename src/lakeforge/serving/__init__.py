@@ -8,9 +8,9 @@ functions below are imported on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from lakeforge._lazy import lazy_names
 from lakeforge.project import (
     AuthSpec,
     EndpointSpec,
@@ -32,14 +32,7 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module 'lakeforge.serving' has no attribute {name!r}")
-    module, attribute = home
-    value = getattr(importlib.import_module(f"lakeforge.serving.{module}"), attribute)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _HOME)
 
 
 __all__ = [

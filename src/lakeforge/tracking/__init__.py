@@ -6,8 +6,9 @@ MLflow client without importing tuning and evaluation.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lakeforge._lazy import lazy_names
 
 if TYPE_CHECKING:
     from lakeforge.tracking._evaluate import EvaluationError, ModelType, evaluate
@@ -97,13 +98,7 @@ _HOME: dict[str, tuple[str, str]] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    where = _HOME.get(name)
-    if where is None:
-        raise AttributeError(f"module 'lakeforge.tracking' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"lakeforge.tracking.{where[0]}"), where[1])
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _HOME)
 
 
 __all__ = [
