@@ -55,7 +55,8 @@ project = lakeforge.init_project("jobs_example", Path(mkdtemp(prefix="lakeforge-
 with (project / "lakeforge.yaml").open("a") as file:
     file.write(JOBS)
 # deploy snapshots the code git tracks at the commit: commit the pipelines first
-for git in (["add", "-A"], ["commit", "-qm", "order_report job"]):
+me = ["-c", "user.name=jobs example", "-c", "user.email=jobs@example.invalid"]
+for git in (["add", "-A"], [*me, "commit", "-qm", "order_report job"]):
     subprocess.run(["git", *git], cwd=project, check=True)
 ws = lakeforge.connect("dev", project_dir=project)
 ws.tables.write("dev.silver.orders", pa.table({"id": [1, 2, 3]}))
