@@ -71,7 +71,7 @@ class TableLocations:
             if schema and schema_name != schema.lower():
                 continue
             for table_name, table_path in _subdirs(schema_path):
-                if any(name == "_delta_log" for name, _ in _subdirs(table_path)):
+                if _is_dir(f"{table_path}/_delta_log"):
                     found.append(TableName(catalog, schema_name, table_name))
         return sorted(found)
 
@@ -93,3 +93,13 @@ def _subdirs(base: str) -> builtins.list[tuple[str, str]]:
         for i in infos
         if i.type == pafs.FileType.Directory and not i.base_name.startswith(".")
     ]
+
+
+def _is_dir(location: str) -> bool:
+    """Whether ``location`` is a folder: one stat, without listing what is in it."""
+    if not is_remote_uri(location):
+        return os.path.isdir(location.removeprefix("file://"))
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(location)
+    return bool(fs.get_file_info(path).type == pafs.FileType.Directory)
