@@ -123,16 +123,6 @@ def stop_group(process: subprocess.Popen[bytes]) -> None:
         break
 
 
-def process_gone(pid: int) -> bool:
-    """Whether a process has exited (a zombie waiting for its parent counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    status = Path(f"/proc/{pid}/status")
-    return status.exists() and "State:\tZ" in status.read_text()
-
-
 def january_weather(all_flights: pa.Table) -> tuple[pa.Table, pa.Table]:
     """January's mean temp and wind speed per (origin, time_hour), and its flights that have
     an arrival delay: a feature table and the labels to look it up for."""

@@ -17,7 +17,7 @@ import pytest
 
 import lakeforge
 from lakeforge.jobs import JobRunner
-from tests.conftest import process_gone
+from lakeforge.jobs import process_exited as process_gone
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from lakeforge import Workspace
 from lakeforge.cli import main
 from lakeforge.errors import ConfigError
 from lakeforge.jobs import JobError, JobRunner, run_if_met
-from tests.conftest import process_gone
+from lakeforge.jobs import process_exited as process_gone
 
 PIPELINES = """
 import os, subprocess, time

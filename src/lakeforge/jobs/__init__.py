@@ -13,7 +13,7 @@ from typing import Any
 from lakeforge.jobs._errors import JobError
 from lakeforge.jobs._execution import run_if_met
 from lakeforge.jobs._history import JobRun, TaskRun, record_run
-from lakeforge.jobs._process import live_members
+from lakeforge.jobs._process import live_members, process_exited
 from lakeforge.jobs._runner import JobRunner
 from lakeforge.jobs._scheduler import Firing, Scheduler
 
@@ -43,6 +43,7 @@ __all__ = [
     "TaskRun",
     "job_context",
     "live_members",
+    "process_exited",
     "record_run",
     "run_if_met",
     "task_values",

@@ -182,6 +182,22 @@ def kill_recorded_group(identity: str, wait_s: float = 30.0) -> bool:
     return True
 
 
+def process_exited(pid: int) -> bool:
+    """Whether process ``pid`` has exited; a zombie not yet reaped by its parent has.
+
+    False for a process of another user that we may not signal (it runs).
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    return False
+
+
 def live_members(pgid: int) -> list[int]:
     """Processes of group ``pgid`` that have not exited (zombies have)."""
     members = []

@@ -8,9 +8,7 @@ a scheduler fired and never started is not failed: the next scheduler adopts it.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from typing import Any
 from sqlalchemy import Row, select, update
 
 from lakeforge.jobs._history import TERMINAL, close_run, result_file, utcnow
-from lakeforge.jobs._process import kill_recorded_group, read_outcome
+from lakeforge.jobs._process import kill_recorded_group, process_exited, read_outcome
 from lakeforge.state import StateStore, job_runs, task_runs, trigger_fires
 
 DIED = "the process running it died; `lakeforge jobs repair` reruns it"
@@ -136,12 +134,4 @@ def dead_runner(runner: str | None, host: str) -> bool:
     runner_host, _, pid = runner.rpartition(":")
     if runner_host != host or not pid.isdigit():
         return False  # another machine's runner: not ours to judge
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    with contextlib.suppress(OSError):  # killed, not yet reaped by its parent: dead too
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
-    return False
+    return process_exited(int(pid))

@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from lakeforge.jobs import process_exited
 from lakeforge.jobs.executors import (
     Attempt,
     AttemptSpec,
@@ -146,16 +147,6 @@ def _folder() -> Iterator[_Folder]:
         yield _Folder(Path(root))
 
 
-def _gone(pid: int) -> bool:
-    """Whether a process has exited (a zombie waiting for its parent counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    status = Path(f"/proc/{pid}/status")
-    return status.exists() and "State:\tZ" in status.read_text()
-
-
 def _wait_for(condition: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + WAIT_S
     while not condition():
@@ -171,7 +162,7 @@ def _pid(path: Path) -> int:
 
 def _assert_all_gone(*pids: int) -> None:
     for pid in pids:
-        _wait_for(functools.partial(_gone, pid), f"process {pid} to be killed")
+        _wait_for(functools.partial(process_exited, pid), f"process {pid} to be killed")
 
 
 # -- the checks -----------------------------------------------------------------------------
@@ -281,7 +272,7 @@ def _dead_runner_leaves_nothing_recovery_cannot_kill(factory: ExecutorFactory) -
             assert runner.pid is not None
             os.kill(runner.pid, signal.SIGKILL)  # kill -9 of the runner alone
             runner.join()
-        _wait_for(lambda: _gone(task), f"task process {task} to die with its runner")
+        _wait_for(lambda: process_exited(task), f"task process {task} to die with its runner")
         assert identity, "started() got no process group identity"
         assert kill_recorded_group(identity), "recovery could not kill the task's group"
         _assert_all_gone(child)
