@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from lakeforge._lazy import lazy_names
 from lakeforge.errors import LakeforgeError
 
 if TYPE_CHECKING:
@@ -25,16 +26,16 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "Workspace": "lakeforge._workspace",
-    "connect": "lakeforge._workspace",
-    "Expectation": "lakeforge.lakehouse",
-    "TableName": "lakeforge.lakehouse",
-    "expect": "lakeforge.lakehouse",
-    "expect_or_drop": "lakeforge.lakehouse",
-    "expect_or_fail": "lakeforge.lakehouse",
-    "Project": "lakeforge.project",
-    "Target": "lakeforge.project",
-    "init_project": "lakeforge.project",
+    "Workspace": "_workspace",
+    "connect": "_workspace",
+    "Expectation": "lakehouse",
+    "TableName": "lakehouse",
+    "expect": "lakehouse",
+    "expect_or_drop": "lakehouse",
+    "expect_or_fail": "lakehouse",
+    "Project": "project",
+    "Target": "project",
+    "init_project": "project",
 }
 _SUBPACKAGES = {
     "bundle",
@@ -52,15 +53,13 @@ _SUBPACKAGES = {
 }
 
 
+_public = lazy_names(__name__, _PUBLIC)
+
+
 def __getattr__(name: str) -> Any:
     if name in _SUBPACKAGES:
         return importlib.import_module(f"lakeforge.{name}")
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lakeforge' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    return _public(name)
 
 
 __all__ = [
