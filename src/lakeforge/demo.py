@@ -496,8 +496,11 @@ def serve_endpoint(ws: Workspace, console: Console) -> None:
         failures, sent = 0, 0
         new = str(max(int(v.version) for v in ws.models.versions(FEATURE_MODEL)))
         ws.models.set_alias(FEATURE_MODEL, "champion", int(new), reason="demo hot swap")
-        deadline, after = time.monotonic() + 60, 0
-        while time.monotonic() < deadline and after < 20:  # 20 more once a worker swapped
+        # 20 more requests once a worker swapped; a busy machine may take minutes to load v2
+        deadline, after = time.monotonic() + 300, 0
+        while after < 20:
+            if time.monotonic() > deadline:
+                raise LakeforgeError(f"the endpoint did not swap to v{new} in 300 s: see {log}")
             status, _ = call("/invocations", {"dataframe_records": keys})
             sent, failures = sent + 1, failures + (status != 200)
             version = call("/health")[1]["entities"]["departure_delay/departure_delay-champion"]
