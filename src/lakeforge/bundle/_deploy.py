@@ -1,4 +1,4 @@
-"""``lakeforge deploy``: make a target match the tables, jobs and endpoints declared.
+"""``lakeforge deploy``: make a target match the tables, jobs, endpoints and monitors declared.
 
 Like Databricks Asset Bundles' ``bundle deploy``: :func:`plan` compares the declared
 resources with what the target has (its Delta tables, and the ``deployed_resources``
@@ -7,6 +7,8 @@ tables but never alters or drops an existing one: a table whose columns differ f
 declared ones is reported as drift. Endpoints are recorded (``lakeforge serve`` runs
 them) and their inference tables created; a served model the target's registry does not
 have yet is reported, not refused: with deploy-code, models arrive after the code.
+Monitors (and those declared on endpoints) are recorded: a target's monitors refresh
+with the spec deployed (``lakeforge.monitoring`` reads the records).
 
 :func:`deploy` also snapshots the project's code at its commit into the target (see
 ``_snapshot``) after checking the jobs' references against it (``_validate``): the
@@ -32,7 +34,7 @@ from lakeforge.bundle._snapshot import collect, current, describe, record, stage
 from lakeforge.bundle._validate import check_references
 from lakeforge.errors import LakeforgeError, SchemaMismatchError, TableNameError
 from lakeforge.lakehouse import TableName, parse_columns
-from lakeforge.project import EndpointSpec, JobSpec, TableSpec
+from lakeforge.project import EndpointSpec, JobSpec, MonitorSpec, TableSpec
 from lakeforge.state import deployed_resources, job_settings, upsert
 
 if TYPE_CHECKING:
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
 
 Action = Literal["create", "update", "delete", "forget"]
 Progress = Callable[[str], None]  # told each step: snapshotting, validating, each resource
-Kind = Literal["job", "table", "endpoint"]
+Kind = Literal["job", "table", "endpoint", "monitor"]
 
 
 @dataclass(frozen=True)
@@ -114,12 +116,12 @@ class Plan:
         return bool(self.changes) or self.code is not None
 
 
-def canonical_json(spec: JobSpec | TableSpec | EndpointSpec) -> str:
+def canonical_json(spec: JobSpec | TableSpec | EndpointSpec | MonitorSpec) -> str:
     """The spec as canonical JSON (sorted keys, no spaces): what the spec hash covers."""
     return json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
 
-def spec_hash(spec: JobSpec | TableSpec | EndpointSpec) -> str:
+def spec_hash(spec: JobSpec | TableSpec | EndpointSpec | MonitorSpec) -> str:
     """sha256 of the spec's canonical JSON."""
     return hashlib.sha256(canonical_json(spec).encode()).hexdigest()
 
@@ -197,7 +199,21 @@ def plan(ws: Workspace) -> Plan:
             changes.append(Change("update", "endpoint", endpoint, endpoint, spec, fields=fields))
         unresolved += _unresolved_entities(ws, endpoint, endpoint_spec)
 
-    by_kind: dict[str, Any] = {"job": config.jobs, "endpoint": config.endpoints}
+    monitors = config.all_monitors()
+    for monitor, monitor_spec in monitors.items():
+        spec = canonical_json(monitor_spec)
+        row = recorded.get(("monitor", monitor))
+        if row is None:
+            changes.append(Change("create", "monitor", monitor, monitor, spec))
+        elif row.spec_hash != spec_hash(monitor_spec):
+            fields = _changed_fields(json.loads(row.spec), json.loads(spec))
+            changes.append(Change("update", "monitor", monitor, monitor, spec, fields=fields))
+
+    by_kind: dict[str, Any] = {
+        "job": config.jobs,
+        "endpoint": config.endpoints,
+        "monitor": monitors,
+    }
     for (kind, name), row in sorted(recorded.items(), key=lambda item: item[0]):
         if kind in by_kind and name not in by_kind[kind]:
             changes.append(Change("delete", kind, name, row.deployed_name))
@@ -376,6 +392,7 @@ def deploy(
                 ("jobs", ws.project.config.jobs),
                 ("tables", ws.project.config.tables),
                 ("endpoints", ws.project.config.endpoints),
+                ("monitors", ws.project.config.all_monitors()),
             )
         },
     }

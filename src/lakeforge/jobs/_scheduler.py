@@ -321,4 +321,8 @@ def _matches(
             and subject in trigger.jobs
             and payload.get("status") in trigger.status
         )
-    return type_ == "monitor.alert" and any(fnmatch.fnmatch(subject, m) for m in trigger.monitors)
+    return (
+        type_ == "monitor.alert"
+        and payload.get("state", "triggered") == "triggered"  # resolving does not retrain
+        and any(fnmatch.fnmatch(subject, m) for m in trigger.monitors)
+    )

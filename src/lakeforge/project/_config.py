@@ -14,6 +14,8 @@ from lakeforge.errors import ConfigError
 from lakeforge.project._base import Strict
 from lakeforge.project._endpoints import EndpointSpec
 from lakeforge.project._jobs import JobSpec, TableSpec
+from lakeforge.project._monitor_alerts import SmtpConfig
+from lakeforge.project._monitors import MonitorSpec
 from lakeforge.project._policy import DeploymentPolicy
 from lakeforge.project._webhooks import SECRET_SOURCES, WebhookConfig
 
@@ -101,6 +103,9 @@ class ProjectConfig(Strict):
         default_factory=dict, description="Named groups of users, for approvers: group:NAME."
     )
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+    smtp: SmtpConfig | None = Field(
+        default=None, description="The mail server monitor alerts with an email channel use."
+    )
     jobs: dict[str, JobSpec] = Field(default_factory=dict)
     tables: dict[str, TableSpec] = Field(
         default_factory=dict, description="Tables `lakeforge deploy` creates: schema.table -> spec."
@@ -108,6 +113,28 @@ class ProjectConfig(Strict):
     endpoints: dict[str, EndpointSpec] = Field(
         default_factory=dict, description="Serving endpoints `lakeforge serve` runs: name -> spec."
     )
+    monitors: dict[str, MonitorSpec] = Field(
+        default_factory=dict, description="Table monitors `lakeforge monitor refresh` runs."
+    )
+
+    @field_validator("monitors")
+    @classmethod
+    def _monitor_names(cls, value: dict[str, MonitorSpec]) -> dict[str, MonitorSpec]:
+        for name, spec in value.items():
+            check_name(name, "monitor name")
+            if spec.name and spec.name != name:
+                raise ValueError(f"monitor {name!r} says name: {spec.name!r}; leave name out")
+            spec.name = name
+        return value
+
+    def all_monitors(self) -> dict[str, MonitorSpec]:
+        """The monitors under ``monitors:`` and those declared on endpoints, by name."""
+        found = dict(self.monitors)
+        for endpoint, spec in self.endpoints.items():
+            if spec.monitor is not None and spec.inference_table is not None:
+                monitor = spec.monitor.to_monitor(endpoint, spec.inference_table.table)
+                found[monitor.name] = monitor
+        return found
 
     @field_validator("jobs")
     @classmethod
@@ -178,6 +205,16 @@ class ProjectConfig(Strict):
                     f"both use catalog {catalog!r}"
                 )
             catalogs[catalog] = name
+        monitors = list(self.monitors)
+        for endpoint, endpoint_spec in self.endpoints.items():
+            if endpoint_spec.monitor is not None:
+                name = endpoint_spec.monitor.name or endpoint
+                if name in monitors:
+                    raise ValueError(
+                        f"endpoints.{endpoint}.monitor: monitor name {name!r} is already "
+                        "declared (give the endpoint's monitor another name:)"
+                    )
+                monitors.append(name)
         for job, spec in self.jobs.items():
             for trigger in spec.triggers:
                 unknown = [j for j in getattr(trigger, "jobs", []) if j not in self.jobs]

@@ -10,6 +10,7 @@ endpoints:
       - {model: ml.flight_delay, alias: challenger, traffic: 10}
     shadow: {model: ml.flight_delay_v2, alias: challenger}   # gets a copy; never answers
     inference_table: {table: serving.flight_delay_requests, sample: 1.0}
+    monitor: {problem_type: regression, prediction_col: prediction}   # see _monitors
     auth: {token_sha256: [9f86d08...]}  # `lakeforge endpoints token` makes one
     timeout_s: 10
     max_payload_mb: 16
@@ -23,6 +24,7 @@ import re
 from pydantic import Field, field_validator, model_validator
 
 from lakeforge.project._base import Strict
+from lakeforge.project._monitors import EndpointMonitorSpec
 
 _ENTITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -88,6 +90,9 @@ class EndpointSpec(Strict):
     served_entities: list[ServedEntitySpec] = Field(min_length=1)
     shadow: EntitySpec | None = None
     inference_table: InferenceTableSpec | None = None
+    monitor: EndpointMonitorSpec | None = Field(
+        default=None, description="An inference monitor of the inference table."
+    )
     auth: AuthSpec | None = None
     timeout_s: float = Field(default=30.0, gt=0)
     max_payload_mb: float = Field(default=16.0, gt=0)
@@ -112,4 +117,9 @@ class EndpointSpec(Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"served entity names must be unique (repeated: {duplicates})")
+        if self.monitor is not None and self.inference_table is None:
+            raise ValueError(
+                "monitor: the endpoint has no inference_table to monitor (declare "
+                "inference_table: {table: schema.table})"
+            )
         return self

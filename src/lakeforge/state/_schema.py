@@ -7,6 +7,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -237,4 +238,44 @@ feature_publishes = Table(
     Column("store", String(255), primary_key=True),  # the online store URI (no password)
     Column("version", Integer, nullable=False),  # the Delta version last published
     Column("published_at", DateTime(timezone=True), nullable=False),
+)
+
+# Monitor alerts (``lakeforge.monitoring``): each rule's state, moved by a compare-and-set on
+# ``seq`` in the same transaction as its history row and its ``monitor.alert`` event.
+monitor_alerts = Table(
+    "monitor_alerts",
+    metadata,
+    Column("monitor", String(255), primary_key=True),
+    Column("rule", String(64), primary_key=True),
+    Column("state", String(16), nullable=False),  # ok | triggered | resolved
+    Column("seq", Integer, nullable=False),  # transitions so far
+    Column("value", Float, nullable=True),
+    Column("window_start", DateTime(timezone=True), nullable=True),
+    Column("window_end", DateTime(timezone=True), nullable=True),
+    Column("since", DateTime(timezone=True), nullable=False),
+    Column("evaluated_at", DateTime(timezone=True), nullable=False),
+)
+
+monitor_alert_history = Table(
+    "monitor_alert_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("monitor", String(255), nullable=False),
+    Column("rule", String(64), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("previous", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("metric", String(255), nullable=False),
+    Column("column_name", String(255), nullable=False),
+    Column("comparator", String(2), nullable=False),
+    Column("threshold", Float, nullable=False),
+    Column("value", Float, nullable=True),
+    Column("breaches", Integer, nullable=False),
+    Column("windows", String(32), nullable=False),  # "2 of last 3"
+    Column("window_start", DateTime(timezone=True), nullable=True),
+    Column("window_end", DateTime(timezone=True), nullable=True),
+    Column("event_id", Integer, nullable=True),  # its monitor.alert event
+    Column("at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("monitor", "rule", "seq", name="uq_monitor_alert_history_seq"),
+    Index("ix_monitor_alert_history_monitor", "monitor", "id"),
 )
