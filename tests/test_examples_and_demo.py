@@ -14,9 +14,11 @@ import lakeforge
 EXAMPLES = Path(__file__).parents[1] / "examples"
 # What each example prints last when it worked: every example has its own check.
 EXPECTED = {
+    "batch_scoring.py": "stream after an append: 1000 new rows",
     "deployment.py": "deployed through the manual approval gate",
     "feature_store.py": "scored 5 from keys offline, 5 online",
     "jobs.py": "trigger table_update:dev.silver.orders fired run 2: succeeded",
+    "monitoring.py": "alert moves: [('distance_drift', 'ok', 'triggered')]",
     "lakehouse_quickstart.py": "ingested 50000 rows from 1 file(s)",
     "executor_backend.py": "serial passed all 8 executor checks",
     "online_store_backend.py": "memory:// passed all 15 online store checks",

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         TrainingSet,
     )
     from lakeforge.features.online import OnlineStore
+    from lakeforge.inference import ScoreResult
     from lakeforge.lakehouse import (
         FileFormat,
         IngestReport,
@@ -220,6 +221,48 @@ class Workspace:
             )
         return self.tracking.log_model(model, name, input_example=input_example, **options)
 
+    def score(
+        self,
+        model_uri: str,
+        *,
+        input: str | None = None,
+        input_version: int | None = None,
+        sql: str | None = None,
+        data: Any = None,
+        output: str | None = None,
+        keys: Sequence[str] | None = None,
+        keep_columns: bool = False,
+        prediction: str = "prediction",
+        features: Literal["offline", "online"] = "offline",
+        engine: str = "local",
+        workers: int | None = None,
+        chunk_rows: int = 1_000_000,
+        fail_fast: bool = False,
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> ScoreResult:
+        """Score a table, SQL result or frame into a table, file or memory; see
+        :func:`lakeforge.inference.score`."""
+        from lakeforge.inference import score
+
+        return score(
+            self,
+            model_uri,
+            input=input,
+            input_version=input_version,
+            sql=sql,
+            data=data,
+            output=output,
+            keys=keys,
+            keep_columns=keep_columns,
+            prediction=prediction,
+            features=features,
+            engine=engine,
+            workers=workers,
+            chunk_rows=chunk_rows,
+            fail_fast=fail_fast,
+            progress=progress,
+        )
+
     def score_batch(
         self,
         model_uri: str,
@@ -230,9 +273,9 @@ class Workspace:
     ) -> pd.DataFrame:
         """Score rows carrying keys; a feature-aware model looks its features up.
 
-        See :func:`lakeforge.features.score_batch`.
+        See :func:`lakeforge.inference.score_batch`.
         """
-        from lakeforge.features import score_batch
+        from lakeforge.inference import score_batch
 
         return score_batch(self, model_uri, df, result_column=result_column, features=features)
 

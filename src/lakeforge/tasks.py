@@ -9,7 +9,8 @@ Each opens the project on a target, does one step, and returns a JSON-friendly d
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from lakeforge._workspace import connect
 from lakeforge.deployment import outcome_line
@@ -79,4 +80,113 @@ def rollback(
     return {
         "moves": [(e.alias, e.from_version, e.to_version) for e in result.moves],
         "request_id": None if result.request is None else result.request.id,
+    }
+
+
+def refresh_monitor(
+    name: str, *, target: str | None = None, project_dir: str | None = None
+) -> dict[str, Any]:
+    """Refresh a monitor (incrementally) and evaluate its alerts; what it recomputed."""
+    from lakeforge.monitoring import refresh
+
+    with connect(target, project_dir=project_dir) as ws:
+        result = refresh(ws, name)
+    print(
+        f"monitor {name}: {len(result.windows)} window(s) recomputed, {result.rows_read} "
+        f"row(s) read, {result.profile_rows} profile and {result.drift_rows} drift row(s)",
+        flush=True,
+    )
+    return {
+        "monitor": result.monitor,
+        "windows": [[start.isoformat(), end.isoformat()] for start, end in result.windows],
+        "rows_read": result.rows_read,
+        "profile_rows": result.profile_rows,
+        "drift_rows": result.drift_rows,
+        "tables": list(result.tables),
+        "alerts": len(result.alerts),
+    }
+
+
+def score(
+    model: str,
+    *,
+    input: str | None = None,
+    sql: str | None = None,
+    output: str,
+    keys: Sequence[str] | None = None,
+    keep_columns: bool = False,
+    prediction: str = "prediction",
+    features: Literal["offline", "online"] = "offline",
+    engine: str = "local",
+    workers: int | None = None,
+    fail_fast: bool = False,
+    stream: bool = False,
+    once: bool = True,
+    target: str | None = None,
+    project_dir: str | None = None,
+) -> dict[str, Any]:
+    """Score ``input`` (a table) or ``sql`` into ``output`` with ``model`` (a URI).
+
+    A batch run pins the table's current version and skips what the output already holds,
+    so a job with a ``table_update`` trigger on the input table and this task scores each
+    new version, with no long-lived process. ``stream=True`` scores only the rows that
+    arrived since the output's checkpoint (``once``: what is there, then return).
+    """
+    from lakeforge.inference import run_stream
+    from lakeforge.inference import score as score_input
+
+    with connect(target, project_dir=project_dir) as ws:
+        if stream:
+            if input is None or sql is not None:
+                from lakeforge.errors import LakeforgeError
+
+                raise LakeforgeError("a streaming score task reads a table: pass input=, not sql=")
+            streamed = run_stream(
+                ws,
+                model,
+                input=input,
+                output=output,
+                keys=keys,
+                keep_columns=keep_columns,
+                prediction=prediction,
+                features=features,
+                once=once,
+                fail_fast=fail_fast,
+            )
+            return {
+                "micro_batches": streamed.micro_batches,
+                "rows_scored": streamed.rows_scored,
+                "rows_failed": streamed.rows_failed,
+                "rows_deleted": streamed.rows_deleted,
+                "last_input_version": streamed.last_input_version,
+                "model_versions": streamed.model_versions,
+            }
+        result = score_input(
+            ws,
+            model,
+            input=input,
+            sql=sql,
+            output=output,
+            keys=keys,
+            keep_columns=keep_columns,
+            prediction=prediction,
+            features=features,
+            engine=engine,
+            workers=workers,
+            fail_fast=fail_fast,
+        )
+    print(
+        f"scored {result.rows_scored:,} rows ({result.rows_failed:,} failed) into "
+        f"{result.output}@v{result.output_version} with {result.model.label}; "
+        f"{result.chunks_skipped} chunk(s) already scored",
+        flush=True,
+    )
+    return {
+        "model": result.model.name,
+        "model_version": result.model.version,
+        "rows_scored": result.rows_scored,
+        "rows_failed": result.rows_failed,
+        "input_version": result.input_version,
+        "output_version": result.output_version,
+        "chunks_skipped": result.chunks_skipped,
     }

@@ -20,7 +20,9 @@ from lakeforge.cli import (
     _ingest,
     _jobs,
     _models,
+    _monitor,
     _runs,
+    _score,
     _serve,
     _tables,
 )
@@ -46,7 +48,9 @@ app.add_typer(_serve.app, name="endpoints")
 app.command("serve")(_serve.serve_command)
 app.command("deploy")(_deploy.deploy_command)
 app.command()(_data.sql)
+app.command("score")(_score.score_command)
 app.add_typer(_ingest.app, name="ingest")
+app.add_typer(_monitor.app, name="monitor")
 
 
 @app.callback()

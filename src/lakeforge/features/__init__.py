@@ -17,13 +17,22 @@ if TYPE_CHECKING:
     from lakeforge.features._models import (
         FeatureAwareModel,
         log_feature_model,
+        missing_inputs_message,
         score_batch,
+        scoring_env,
         widen_to_signature,
     )
 
 # Served on first use: they need MLflow, the rest of the feature store does not.
 # The MLflow-backed names load on first use.
-_WITH_MLFLOW = ("FeatureAwareModel", "log_feature_model", "score_batch", "widen_to_signature")
+_WITH_MLFLOW = (
+    "FeatureAwareModel",
+    "log_feature_model",
+    "missing_inputs_message",
+    "score_batch",
+    "scoring_env",
+    "widen_to_signature",
+)
 
 __all__ = [
     "FeatureAwareModel",
@@ -37,10 +46,12 @@ __all__ = [
     "create_training_set",
     "get_function",
     "log_feature_model",
+    "missing_inputs_message",
     "online_store",
     "publish_table",
     "register_function",
     "score_batch",
+    "scoring_env",
     "widen_to_signature",
 ]
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -316,7 +316,7 @@ def score_batch(
         python_model = _python_model(model)
         if store is not None and isinstance(python_model, FeatureAwareModel):
             python_model.use_online_store(store)
-        with _scoring_env(ws):
+        with scoring_env(str(ws.project.directory), ws.target.name):
             frame = _naive_utc(data.to_pandas())
             predictions = model.predict(
                 widen_to_signature(frame, model.metadata.get_input_schema())
@@ -358,6 +358,23 @@ def widen_to_signature(frame: pd.DataFrame, schema: Any) -> pd.DataFrame:
     return frame.assign(**widened) if widened else frame
 
 
+def missing_inputs_message(columns: Sequence[tuple[str, str, bool]], present: Sequence[str]) -> str:
+    """Why input without the signature's required columns is refused: every
+    ``(name, type, required)`` column expected, the missing ones, and the extra ones.
+
+    Serving's 400 and batch scoring's error share this text.
+    """
+    expected = ", ".join(f"{name} ({kind})" for name, kind, _ in columns)
+    if not present:
+        return f"the input is empty: no rows, no columns (expected: {expected})"
+    names = {name for name, _, _ in columns}
+    missing = [name for name, _, required in columns if required and name not in present]
+    extra = [name for name in present if name not in names]
+    return f"Model is missing inputs {missing} (expected: {expected})" + (
+        f"; extra inputs: {extra}" if extra else ""
+    )
+
+
 def _python_model(model: Any) -> Any:
     """The PythonModel inside a loaded pyfunc (None for other flavors)."""
     try:
@@ -367,11 +384,12 @@ def _python_model(model: Any) -> Any:
 
 
 @contextmanager
-def _scoring_env(ws: Workspace) -> Iterator[None]:
-    """Point a feature-aware model's offline lookups at ``ws``'s project and target."""
-    previous = {k: os.environ.get(k) for k in (PROJECT_ENV, "LAKEFORGE_TARGET")}
-    os.environ[PROJECT_ENV] = str(ws.project.directory)
-    os.environ["LAKEFORGE_TARGET"] = ws.target.name
+def scoring_env(project_dir: str, target: str) -> Iterator[None]:
+    """Point a feature-aware model's offline lookups at ``project_dir`` on ``target``
+    inside the block (the environment is put back afterwards)."""
+    previous = {k: os.environ.get(k) for k in (PROJECT_ENV, TARGET_ENV)}
+    os.environ[PROJECT_ENV] = project_dir
+    os.environ[TARGET_ENV] = target
     try:
         yield
     finally:

@@ -129,20 +129,10 @@ class LoadedModel:
 
     def _missing(self, columns: dict[str, list[Any]]) -> RequestError:
         """The 400 for a request without the signature's required columns (all named)."""
-        expected = ", ".join(f"{n} ({kind})" for n, kind, _ in self.columns or [])
-        if not columns:
-            return RequestError(
-                400,
-                f"the input is empty: no rows, no columns (expected: {expected})",
-                INVALID_INPUT,
-            )
-        missing = [n for n, _, required in self.columns or [] if required and n not in columns]
-        extra = [n for n in columns if n not in self._names]
+        from lakeforge.features import missing_inputs_message
+
         return RequestError(
-            400,
-            f"Model is missing inputs {missing} (expected: {expected})"
-            + (f"; extra inputs: {extra}" if extra else ""),
-            INVALID_INPUT,
+            400, missing_inputs_message(self.columns or [], list(columns)), INVALID_INPUT
         )
 
     def refusal(self, parsed: Parsed) -> RequestError | None:
