@@ -104,3 +104,15 @@ def test_demo_walks_the_lakehouse_on_real_flights(tmp_path: Path) -> None:
         "GROUP BY 1 ORDER BY 1"
     ).to_pylist()
     assert [row["model_version"] for row in log] == ["1", "2"]
+    # batch scoring (a rerun adds nothing) and a stream that saw every December flight once
+    assert "the same run again: 0 new rows" in text
+    december = "SELECT count(*) AS n FROM dev.silver.flights WHERE month = 12"
+    streamed = """SELECT count(*) AS n, count(DISTINCT (carrier, flight, origin, time_hour)) AS k
+                  FROM dev.gold.late_predictions_stream"""
+    total = ws.sql(december).column("n")[0].as_py()
+    assert ws.sql(streamed).to_pylist() == [{"n": total, "k": total}]
+    # monitoring: metric tables, an alert that starts the retraining job, the reports
+    assert "alert dataset_drift: ok -> triggered" in text
+    assert "started job retrain run 3: succeeded" in text
+    for name in ("flights", "departure_delay"):
+        assert (demo_dir / "flights" / f"monitor_{name}.html").stat().st_size > 1000

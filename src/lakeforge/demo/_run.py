@@ -21,6 +21,8 @@ from lakeforge.demo._data import (
 )
 from lakeforge.demo._features import feature_store
 from lakeforge.demo._jobs import DEMO_JOBS, DEMO_PIPELINES, commit_project, run_jobs
+from lakeforge.demo._monitoring import DEMO_MONITORS, DEMO_RETRAIN_JOB, DEMO_RETRAIN_TASK, monitor
+from lakeforge.demo._scoring import score_flights
 from lakeforge.demo._serving import DEMO_ENDPOINTS, serve_endpoint
 from lakeforge.demo._training import train_model, use_demo_policy
 from lakeforge.project import init_project
@@ -34,9 +36,9 @@ def run_demo(directory: Path, console: Console | None = None) -> Workspace:
         shutil.rmtree(directory)
     project = init_project("flights", directory)
     use_demo_policy(project)
-    (project / "pipelines.py").write_text(DEMO_PIPELINES)
+    (project / "pipelines.py").write_text(DEMO_PIPELINES + DEMO_RETRAIN_TASK)
     with (project / "lakeforge.yaml").open("a") as handle:
-        handle.write(DEMO_JOBS + DEMO_ENDPOINTS)
+        handle.write(DEMO_JOBS + DEMO_RETRAIN_JOB + DEMO_ENDPOINTS + DEMO_MONITORS)
     commit_project(project)
     ws = connect("dev", project_dir=project)
     landing = directory / "landing"
@@ -113,6 +115,8 @@ def run_demo(directory: Path, console: Console | None = None) -> Workspace:
     run_jobs(ws, console)
     feature_store(ws, console)
     serve_endpoint(ws, console)
+    score_flights(ws, console)
+    monitor(ws, console)
     console.print(Rule("Done"))
     console.print(
         f"Project: {project}\nTry: lakeforge --project-dir {project} tables list\n"

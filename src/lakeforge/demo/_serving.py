@@ -21,6 +21,7 @@ endpoints:
       - {model: ml.departure_delay, alias: champion}
     inference_table: {table: serving.departure_delay_requests, flush_interval_s: 1}
     poll_interval_s: 1
+    monitor: {problem_type: regression, prediction_col: prediction}
 """
 
 
