@@ -21,6 +21,7 @@ import pytest
 from lakeforge import Workspace
 from lakeforge.deployment import deploy, validate
 from lakeforge.features import create_training_set, publish_table
+from lakeforge.inference import score
 from lakeforge.lakehouse import Ingestor, Lakehouse
 from lakeforge.tracking import Tracker, TrainingRun, evaluate, tune
 
@@ -71,6 +72,7 @@ def _assert_same(facade: Callable[..., Any], target: Callable[..., Any], *, extr
         ("ingest", Ingestor.run),
         ("ingest_retry", Ingestor.retry),
         ("ingest_forget", Ingestor.forget),
+        ("score", score),
     ],
 )
 def test_workspace_method_has_the_signature_of_what_it_calls(
@@ -85,7 +87,7 @@ def test_workspace_method_has_the_signature_of_what_it_calls(
 
 
 def test_score_batch_keeps_its_options_and_returns_a_frame() -> None:
-    from lakeforge.features import score_batch
+    from lakeforge.inference import score_batch
 
     _assert_same(Workspace.score_batch, score_batch)
     hints = _hints(Workspace.score_batch)

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
         FeatureAwareModel,
         log_feature_model,
         missing_inputs_message,
-        score_batch,
         scoring_env,
         widen_to_signature,
     )
@@ -29,7 +28,6 @@ _WITH_MLFLOW = (
     "FeatureAwareModel",
     "log_feature_model",
     "missing_inputs_message",
-    "score_batch",
     "scoring_env",
     "widen_to_signature",
 )
@@ -50,7 +48,6 @@ __all__ = [
     "online_store",
     "publish_table",
     "register_function",
-    "score_batch",
     "scoring_env",
     "widen_to_signature",
 ]

@@ -1,11 +1,11 @@
 """Feature-aware models: a model packaged with its feature spec, scored from keys alone.
 
 ``log_model(model, name, training_set=ts)`` wraps the trained model in an MLflow pyfunc
-that carries ``feature_spec.json``. Scoring (``score_batch``, or the pyfunc itself
-loaded in any process that knows the project and target) looks the features up with
-the same point-in-time code as training; columns already in the input override the
-looked-up values. After :meth:`FeatureAwareModel.use_online_store` the pyfunc reads the
-latest published rows from that online store instead (for serving).
+that carries ``feature_spec.json``. Scoring (:func:`lakeforge.inference.score_batch`,
+or the pyfunc itself loaded in any process that knows the project and target) looks the
+features up with the same point-in-time code as training; columns already in the input
+override the looked-up values. After :meth:`FeatureAwareModel.use_online_store` the
+pyfunc reads the latest published rows from that online store instead (for serving).
 
 The model's signature requires the lookup keys (and lookup timestamps); the features
 are optional inputs, so a caller may send any of them to override the lookup.
@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import mlflow
 import numpy as np
@@ -286,53 +286,6 @@ def _inner_requirements(path: Path) -> list[str]:
     ]
 
 
-def score_batch(
-    ws: Workspace,
-    model_uri: str,
-    df: Any,
-    *,
-    result_column: str = "prediction",
-    features: Literal["offline", "online"] = "offline",
-) -> pd.DataFrame:
-    """Score rows that carry only keys (and lookup timestamps): features are looked up.
-
-    ``features="offline"`` joins the feature tables point-in-time, as training did;
-    ``"online"`` reads the latest rows from the target's online store (publish the
-    feature tables first). Returns the input with ``result_column`` added. Columns
-    present in ``df`` override looked-up feature values.
-    """
-    from lakeforge.features._publish import online_store
-    from lakeforge.tracking import use_target
-
-    if features not in ("offline", "online"):
-        raise ValueError(f"features must be 'offline' or 'online', got {features!r}")
-    data = materialize(to_arrow(df, what="score_batch input"))
-    if result_column in data.column_names:
-        raise LakeforgeError(f"score_batch input already has a column {result_column!r}")
-    with use_target(ws.target):
-        model = mlflow.pyfunc.load_model(model_uri)
-    store = online_store(ws) if features == "online" else None
-    try:
-        python_model = _python_model(model)
-        if store is not None and isinstance(python_model, FeatureAwareModel):
-            python_model.use_online_store(store)
-        with scoring_env(str(ws.project.directory), ws.target.name):
-            frame = _naive_utc(data.to_pandas())
-            predictions = model.predict(
-                widen_to_signature(frame, model.metadata.get_input_schema())
-            )
-    finally:
-        if store is not None:
-            store.close()
-    out = data.to_pandas()
-    out[result_column] = (
-        list(predictions)
-        if not isinstance(predictions, pd.DataFrame)
-        else predictions.iloc[:, 0].to_list()
-    )
-    return out
-
-
 def widen_to_signature(frame: pd.DataFrame, schema: Any) -> pd.DataFrame:
     """``frame`` with numeric columns widened to the types of the MLflow input ``schema``.
 
@@ -373,14 +326,6 @@ def missing_inputs_message(columns: Sequence[tuple[str, str, bool]], present: Se
     return f"Model is missing inputs {missing} (expected: {expected})" + (
         f"; extra inputs: {extra}" if extra else ""
     )
-
-
-def _python_model(model: Any) -> Any:
-    """The PythonModel inside a loaded pyfunc (None for other flavors)."""
-    try:
-        return model.unwrap_python_model()
-    except Exception:  # MLflow raises for flavors that are not a PythonModel
-        return None
 
 
 @contextmanager

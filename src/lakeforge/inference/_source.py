@@ -11,6 +11,7 @@ versions.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,9 @@ from lakeforge.errors import LakeforgeError
 
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace
+
+# A SQL result up to this size is counted before scoring (small inputs score in-process).
+_COUNT_UP_TO = 100_000
 
 
 @dataclass(frozen=True)
@@ -137,13 +141,27 @@ def table_source(ws: Workspace, table: str, *, version: int | None, chunk_rows: 
     )
 
 
-def sql_source(ws: Workspace, query: str, *, chunk_rows: int) -> Source:
-    """The result of a read-only SQL query over the lakehouse."""
+def sql_source(
+    ws: Workspace, query: str, *, chunk_rows: int, count_up_to: int = _COUNT_UP_TO
+) -> Source:
+    """The result of a read-only SQL query over the lakehouse, streamed from DuckDB.
+
+    Up to ``count_up_to`` rows are read ahead, so the size of a small result is known.
+    """
     from lakeforge.lakehouse import SqlSession
 
-    result = SqlSession(ws.tables).run(query, read_only=True)
-    units = _data_units(iter(result.to_batches(max_chunksize=chunk_rows)), chunk_rows)
-    return Source(result.schema, _group(units, chunk_rows), "sql", rows=result.num_rows)
+    reader = SqlSession(ws.tables).stream(query, batch_rows=min(chunk_rows, 131_072))
+    batches = iter(reader)
+    ahead: list[pa.RecordBatch] = []
+    read = 0
+    for batch in batches:
+        ahead.append(batch)
+        read += batch.num_rows
+        if read > count_up_to:
+            break
+    units = _data_units(itertools.chain(ahead, batches), chunk_rows)
+    rows = read if read <= count_up_to else None  # a larger result is counted as it streams
+    return Source(reader.schema, _group(units, chunk_rows), "sql", rows=rows)
 
 
 def data_source(data: Any, *, chunk_rows: int) -> Source:

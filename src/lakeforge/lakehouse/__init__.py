@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         to_arrow,
         type_kind,
     )
+    from lakeforge.lakehouse._commits import TransactionConflictError
     from lakeforge.lakehouse._duckdb import connect_duckdb, register_snapshot
     from lakeforge.lakehouse._expectations import (
         Expectation,
@@ -51,6 +52,7 @@ _HOME = {
     "primary_keys_of": "_arrow",
     "to_arrow": "_arrow",
     "type_kind": "_arrow",
+    "TransactionConflictError": "_commits",
     "connect_duckdb": "_duckdb",
     "register_snapshot": "_duckdb",
     "Expectation": "_expectations",
@@ -95,6 +97,7 @@ __all__ = [
     "TableInfo",
     "TableLocations",
     "TableName",
+    "TransactionConflictError",
     "WriteMode",
     "WriteResult",
     "can_cast",

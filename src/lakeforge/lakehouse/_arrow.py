@@ -24,7 +24,7 @@ def to_arrow(data: Any, *, what: str = "data") -> ArrowData:
         return pa.Table.from_batches([data])
     module = type(data).__module__
     if module.startswith("pandas"):
-        return pa.Table.from_pandas(data, preserve_index=False)
+        return _from_pandas(data)
     if module.startswith("polars"):
         return data.to_arrow()
     if hasattr(data, "__arrow_c_stream__"):
@@ -35,6 +35,30 @@ def to_arrow(data: Any, *, what: str = "data") -> ArrowData:
         f"{what}: expected an Arrow table or stream, a pandas or Polars DataFrame, or a dict "
         f"of columns; got {type(data).__name__}"
     )
+
+
+def _from_pandas(frame: Any) -> pa.Table:
+    """A pandas frame as Arrow; time-zone-aware columns keep their zone.
+
+    pyarrow reads such columns through ``Series.values``, which pandas 3 deprecates
+    (``Pandas4Warning``), so they go over as naive UTC and get their zone back in Arrow.
+    """
+    import pandas as pd
+
+    zoned = {
+        index: pa.timestamp(dtype.unit, dtype.tz)
+        for index, dtype in enumerate(frame.dtypes)
+        if isinstance(dtype, pd.DatetimeTZDtype)
+    }
+    if zoned:
+        frame = frame.copy(deep=False)
+        for index in zoned:
+            frame.isetitem(index, frame.iloc[:, index].dt.tz_convert(None))
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    for index, zone in zoned.items():
+        field = table.schema.field(index).with_type(zone)
+        table = table.set_column(index, field, table.column(index).cast(zone))
+    return table
 
 
 def materialize(data: ArrowData) -> pa.Table:

@@ -305,8 +305,10 @@ class SqlSession:
         pieces.append(query[cursor:])
         return "".join(pieces), scans, targets
 
-    def run(self, query: str, *, read_only: bool = True) -> pa.Table:
-        """Run ``query`` and return the result of its last statement as an Arrow table."""
+    def _plan(
+        self, query: str, *, read_only: bool
+    ) -> tuple[dict[str, TableRef], list[_Query | _Write | _Drop]]:
+        """The views to register and what each statement of ``query`` does, all checked."""
         if not query.strip():
             raise SqlError("empty SQL query")
         refs = find_table_refs(query, self.lakehouse.project.catalogs)
@@ -317,7 +319,11 @@ class SqlSession:
             raise SqlError(f"SQL does not parse: {_first_line(exc)}") from None
         if not statements:
             raise SqlError("no SQL statement found")
-        plan = [_classify(s, targets, read_only=read_only) for s in statements]
+        return scans, [_classify(s, targets, read_only=read_only) for s in statements]
+
+    def run(self, query: str, *, read_only: bool = True) -> pa.Table:
+        """Run ``query`` and return the result of its last statement as an Arrow table."""
+        scans, plan = self._plan(query, read_only=read_only)
         written = [step.target for step in plan if isinstance(step, _Write | _Drop)]
         twice = sorted({str(t) for t in written if written.count(t) > 1})
         if twice:
@@ -349,6 +355,52 @@ class SqlSession:
         assert last is not None
         return last
 
+    def stream(self, query: str, *, batch_rows: int) -> pa.RecordBatchReader:
+        """Run one read-only query and stream its result in batches of about ``batch_rows``.
+
+        The same checks as :meth:`run` with ``read_only=True``; the snapshots are pinned
+        when the call returns. The DuckDB connection stays open while the stream is read
+        and closes once it is exhausted, fails or is dropped (``close()`` of a pyarrow
+        reader over Python batches releases nothing: drop the reader to stop early).
+        """
+        if batch_rows < 1:
+            raise SqlError(f"batch_rows must be at least 1, got {batch_rows}")
+        scans, plan = self._plan(query, read_only=True)
+        if len(plan) != 1:
+            raise SqlError(
+                f"a streamed query is one statement, got {len(plan)}: run the others first"
+            )
+        step = plan[0]
+        assert isinstance(step, _Query)  # read-only: nothing else gets past _classify
+        con = connect_duckdb()
+        try:
+            self._register(con, scans)
+            reader: pa.RecordBatchReader = con.sql(self._query_text(step)).to_arrow_reader(
+                batch_rows
+            )
+        except duckdb.Error as exc:
+            con.close()
+            raise self._failed(exc) from None
+        except BaseException:
+            con.close()
+            raise
+        batches = self._drain(con, reader)
+        next(batches)  # started, so closing the stream runs its cleanup
+        return pa.RecordBatchReader.from_batches(reader.schema, batches)
+
+    def _drain(
+        self, con: duckdb.DuckDBPyConnection, reader: pa.RecordBatchReader
+    ) -> Iterator[pa.RecordBatch | None]:
+        """Yield None once, then ``reader``'s batches; close the connection at the end."""
+        try:
+            yield None
+            yield from reader
+        except (duckdb.Error, OSError) as exc:  # DuckDB's Arrow stream raises OSError
+            raise self._failed(exc) from None
+        finally:
+            reader.close()
+            con.close()
+
     def _register(self, con: duckdb.DuckDBPyConnection, scans: dict[str, TableRef]) -> None:
         """Expose each referenced snapshot to DuckDB as a view, then lock file access down."""
         allowed: list[str] = []
@@ -361,14 +413,19 @@ class SqlSession:
         _locked(con)
 
     def _query(self, con: duckdb.DuckDBPyConnection, query: _Query) -> pa.Table:
-        if not query.explain:
-            return self._select(con, query.text)
+        return self._fetch(con, self._query_text(query))
+
+    @staticmethod
+    def _query_text(query: _Query) -> str:
+        """The one statement submitted for ``query``: a wrapped SELECT, or an EXPLAIN of one."""
         wrapped = _wrapped_query(query.text)
+        if not query.explain:
+            return wrapped
         text = f"{query.explain}\n{wrapped}"
         parsed = duckdb.extract_statements(text)
         if len(parsed) != 1 or parsed[0].type != duckdb.StatementType.EXPLAIN:
             raise SqlError(f"EXPLAIN of {query.text!r} is not allowed: {_READ_ONLY_HINT}")
-        return self._fetch(con, text)
+        return text
 
     def _select(self, con: duckdb.DuckDBPyConnection, text: str) -> pa.Table:
         """Run one query, as ``SELECT * FROM (<text>)``: anything but a query fails to parse."""
@@ -378,10 +435,13 @@ class SqlSession:
         try:
             return con.sql(text).to_arrow_table()
         except duckdb.Error as exc:
-            message = _first_line(exc)
-            if "Catalog" in message and "does not exist" in message:
-                message += f" (lakehouse catalogs: {', '.join(self.lakehouse.project.catalogs)})"
-            raise SqlError(f"SQL failed: {message}") from None
+            raise self._failed(exc) from None
+
+    def _failed(self, exc: Exception) -> SqlError:
+        message = _first_line(exc)
+        if "Catalog" in message and "does not exist" in message:
+            message += f" (lakehouse catalogs: {', '.join(self.lakehouse.project.catalogs)})"
+        return SqlError(f"SQL failed: {message}")
 
     def _prepare(self, con: duckdb.DuckDBPyConnection, write: _Write) -> _Prepared:
         """Compute a write's data and check it against the target, committing nothing."""
