@@ -116,3 +116,12 @@ def test_demo_walks_the_lakehouse_on_real_flights(tmp_path: Path) -> None:
     assert "started job retrain run 3: succeeded" in text
     for name in ("flights", "departure_delay"):
         assert (demo_dir / "flights" / f"monitor_{name}.html").stat().st_size > 1000
+    # LLM gateway: a released prompt, retries, every request in Delta with tokens and cost
+    assert "a provider 503 is retried: the client gets chat.completion" in text
+    logged = ws.sql(
+        "SELECT count(*) AS n, count(DISTINCT prompt) AS prompts, min(prompt) AS prompt, "
+        "bool_and(cost > 0) AS costed FROM dev.serving.assistant_requests"
+    ).to_pylist()
+    assert logged == [
+        {"n": 10, "prompts": 1, "prompt": "dev.prompts.flight_help/2", "costed": True}
+    ]

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         ProgressCallback,
         TableName,
     )
+    from lakeforge.llm import Prompts
     from lakeforge.project import ValidationMode, ValidationPolicy
     from lakeforge.registry import Registry
     from lakeforge.state import StateStore
@@ -91,6 +92,13 @@ class Workspace:
         from lakeforge.registry import Registry
 
         return Registry(self.project, self.target, self.state)
+
+    @cached_property
+    def prompts(self) -> Prompts:
+        """The target's prompt registry (versions, aliases, copies) for LLM endpoints."""
+        from lakeforge.llm import Prompts
+
+        return Prompts(self.project, self.target, self.state)
 
     @cached_property
     def features(self) -> FeatureTables:
@@ -211,7 +219,7 @@ class Workspace:
 
         With ``training_set`` the model is packaged with its feature spec and scores from
         keys alone (see :func:`lakeforge.features.log_feature_model` and
-        :func:`lakeforge.features.score_batch`).
+        :func:`lakeforge.inference.score_batch`).
         """
         if training_set is not None:
             from lakeforge.features import log_feature_model

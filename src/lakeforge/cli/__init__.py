@@ -21,6 +21,7 @@ from lakeforge.cli import (
     _jobs,
     _models,
     _monitor,
+    _prompts,
     _runs,
     _score,
     _serve,
@@ -39,6 +40,7 @@ app = typer.Typer(
 app.add_typer(_tables.app, name="tables")
 app.add_typer(_features.app, name="features")
 app.add_typer(_models.app, name="models")
+app.add_typer(_prompts.app, name="prompts")
 app.add_typer(_models.mlflow_app, name="mlflow")
 app.add_typer(_runs.app, name="runs")
 app.add_typer(_approvals.app, name="approvals")

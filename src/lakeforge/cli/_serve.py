@@ -27,14 +27,15 @@ def serve_command(
         typer.Option(help="Serve one model, NAME@ALIAS or NAME/VERSION, without declaring it."),
     ] = None,
 ) -> None:
-    """Serve the endpoints declared in lakeforge.yaml (MLflow and V2 protocols, /metrics)."""
+    """Serve the endpoints declared in lakeforge.yaml (MLflow and V2 protocols, /metrics)
+    and its LLM endpoints (OpenAI-compatible API under /v1)."""
     from lakeforge.serving import endpoint_for_model, prepare, select_endpoints, serve
 
     ws = workspace(ctx)
-    if model is not None:
-        endpoints = dict([endpoint_for_model(model)])
-    else:
+    if model is None:
         endpoints = select_endpoints(ws, endpoint)
+    else:
+        endpoints = dict([endpoint_for_model(model)])
     recovered = prepare(ws, endpoints)
     for name, rows in recovered.items():
         if rows:

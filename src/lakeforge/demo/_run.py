@@ -21,6 +21,7 @@ from lakeforge.demo._data import (
 )
 from lakeforge.demo._features import feature_store
 from lakeforge.demo._jobs import DEMO_JOBS, DEMO_PIPELINES, commit_project, run_jobs
+from lakeforge.demo._llm import llm_gateway
 from lakeforge.demo._monitoring import DEMO_MONITORS, DEMO_RETRAIN_JOB, DEMO_RETRAIN_TASK, monitor
 from lakeforge.demo._scoring import score_flights
 from lakeforge.demo._serving import DEMO_ENDPOINTS, serve_endpoint
@@ -117,6 +118,7 @@ def run_demo(directory: Path, console: Console | None = None) -> Workspace:
     serve_endpoint(ws, console)
     score_flights(ws, console)
     monitor(ws, console)
+    llm_gateway(ws, console)
     console.print(Rule("Done"))
     console.print(
         f"Project: {project}\nTry: lakeforge --project-dir {project} tables list\n"

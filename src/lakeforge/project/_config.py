@@ -14,6 +14,7 @@ from lakeforge.errors import ConfigError
 from lakeforge.project._base import Strict
 from lakeforge.project._endpoints import EndpointSpec
 from lakeforge.project._jobs import JobSpec, TableSpec
+from lakeforge.project._llm import LLMEndpointSpec
 from lakeforge.project._monitor_alerts import SmtpConfig
 from lakeforge.project._monitors import MonitorSpec
 from lakeforge.project._policy import DeploymentPolicy
@@ -116,6 +117,10 @@ class ProjectConfig(Strict):
     monitors: dict[str, MonitorSpec] = Field(
         default_factory=dict, description="Table monitors `lakeforge monitor refresh` runs."
     )
+    llm_endpoints: dict[str, LLMEndpointSpec] = Field(
+        default_factory=dict,
+        description="LLM gateway endpoints `lakeforge serve` runs (OpenAI-compatible): name -> spec.",
+    )
 
     @field_validator("monitors")
     @classmethod
@@ -148,6 +153,13 @@ class ProjectConfig(Strict):
     def _endpoint_names(cls, value: dict[str, EndpointSpec]) -> dict[str, EndpointSpec]:
         for name in value:
             check_name(name, "endpoint name")
+        return value
+
+    @field_validator("llm_endpoints")
+    @classmethod
+    def _llm_endpoint_names(cls, value: dict[str, LLMEndpointSpec]) -> dict[str, LLMEndpointSpec]:
+        for name in value:
+            check_name(name, "LLM endpoint name")
         return value
 
     @field_validator("name")
@@ -205,6 +217,12 @@ class ProjectConfig(Strict):
                     f"both use catalog {catalog!r}"
                 )
             catalogs[catalog] = name
+        both = sorted(set(self.endpoints) & set(self.llm_endpoints))
+        if both:
+            raise ValueError(
+                f"llm_endpoints: {', '.join(both)} also declared under endpoints: "
+                "(one name, one endpoint)"
+            )
         monitors = list(self.monitors)
         for endpoint, endpoint_spec in self.endpoints.items():
             if endpoint_spec.monitor is not None:
@@ -281,7 +299,9 @@ def _format_validation_error(path: Path, error: ValidationError) -> str:
             allowed = _allowed_fields(item["loc"][:-1])
             msg = "unknown field" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
         bad = item.get("input")
-        shown = "" if isinstance(bad, dict) or item["type"] == "missing" else f" (got {bad!r})"
+        secret = "api_key" in item["loc"]  # never echo what may be a credential
+        hidden = secret or isinstance(bad, dict) or item["type"] == "missing"
+        shown = "" if hidden else f" (got {bad!r})"
         lines.append(f"  field {loc}: {msg}{shown}")
     return "\n".join(lines)
 

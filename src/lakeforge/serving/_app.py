@@ -6,6 +6,9 @@ Routes:
   endpoint is served): the MLflow scoring protocol, ``{"predictions": ...}`` back.
 - ``POST /v2/models/{name}/infer``: the Open Inference Protocol; ``GET /v2/models/{name}``,
   ``/v2/models/{name}/ready``, ``/v2/health/live``, ``/v2/health/ready``.
+- ``POST /v1/chat/completions`` (streamed or not), ``/v1/completions``, ``/v1/embeddings``
+  and ``GET /v1/models``: the OpenAI-compatible API of the LLM endpoints (see
+  :mod:`lakeforge.serving._llm_routes`).
 - ``GET /ping`` (alive), ``GET /health`` (ready: every entity loaded), ``GET /metrics``,
   ``GET /version`` (the MLflow version, as ``mlflow models serve`` answers).
 
@@ -18,36 +21,37 @@ trace is logged, not returned), 503 (not loaded yet), 504 (over ``timeout_s``).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import os
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable
 from typing import Any
 
-from lakeforge.project import EndpointSpec
-from lakeforge.serving import _metrics
+from lakeforge.project import EndpointSpec, LLMEndpointSpec
+from lakeforge.serving import _llm_routes, _metrics
 from lakeforge.serving._entities import Entity
 from lakeforge.serving._protocol import (
     Parsed,
+    Receive,
     RequestError,
+    Scope,
+    Send,
+    check_token,
     dumps,
+    header,
     jsonable,
     parse_mlflow,
     parse_v2,
+    read_body,
     v2_outputs,
 )
 from lakeforge.serving._runtime import Endpoint, Runtime, all_entities
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
 ENDPOINTS_ENV = "LAKEFORGE_SERVE_ENDPOINTS"
+LLM_ENDPOINTS_ENV = "LAKEFORGE_SERVE_LLM_ENDPOINTS"
 log = logging.getLogger("lakeforge.serving")
 _JSON = [(b"content-type", b"application/json")]
 
@@ -58,8 +62,14 @@ _JSON = [(b"content-type", b"application/json")]
 class ServingApp:
     """A raw ASGI app: a handful of routes, no framework on the hot path."""
 
-    def __init__(self, project_dir: str, target: str, specs: dict[str, EndpointSpec]) -> None:
-        self._args = (project_dir, target, specs)
+    def __init__(
+        self,
+        project_dir: str,
+        target: str,
+        specs: dict[str, EndpointSpec],
+        llm_specs: dict[str, LLMEndpointSpec] | None = None,
+    ) -> None:
+        self._args = (project_dir, target, specs, llm_specs or {})
         self.runtime: Runtime | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -67,6 +77,10 @@ class ServingApp:
             await self._lifespan(receive, send)
             return
         if scope["type"] != "http":
+            return
+        if scope["path"].startswith("/v1/"):
+            assert self.runtime is not None
+            await _llm_routes.handle(self.runtime, scope, receive, send)
             return
         status, body, headers = await self._route(scope, receive)
         # A declared length lets the server write the response in one piece (no chunking).
@@ -174,13 +188,13 @@ class ServingApp:
         entity = endpoint.choose()
         model = entity.current
         body = b""
-        client_id = _header(headers, b"x-client-request-id")
+        client_id = header(headers, b"x-client-request-id")
         try:
-            _check_auth(endpoint, headers)
-            body = await _read_body(receive, headers, endpoint.spec.max_payload_mb)
+            check_token(endpoint.name, endpoint.tokens, headers)
+            body = await read_body(receive, headers, endpoint.spec.max_payload_mb)
             if model is None:
                 raise RequestError(503, f"endpoint {endpoint.name!r} is still loading", "NOT_READY")
-            content_type = _header(headers, b"content-type") or "application/json"
+            content_type = header(headers, b"content-type") or "application/json"
             if not v2 and not content_type.startswith("application/json"):  # CSV, Parquet
                 loop = asyncio.get_running_loop()
                 call = loop.run_in_executor(None, model.invoke_mlflow, body, content_type)
@@ -347,49 +361,6 @@ def _log(
     )
 
 
-def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
-    value = headers.get(name)
-    return value.decode("latin-1") if value is not None else None
-
-
-def _check_auth(endpoint: Endpoint, headers: dict[bytes, bytes]) -> None:
-    if not endpoint.tokens:
-        return
-    value = _header(headers, b"authorization")
-    if value is None or not value.lower().startswith("bearer "):
-        raise RequestError(
-            401, f"endpoint {endpoint.name!r} needs a bearer token", "UNAUTHENTICATED"
-        )
-    digest = hashlib.sha256(value[7:].strip().encode()).hexdigest()
-    if digest not in endpoint.tokens:
-        raise RequestError(
-            403, f"the token is not valid for endpoint {endpoint.name!r}", "PERMISSION_DENIED"
-        )
-
-
-async def _read_body(receive: Receive, headers: dict[bytes, bytes], limit_mb: float) -> bytes:
-    limit = int(limit_mb * 1024 * 1024)
-    too_big = RequestError(
-        413,
-        f"the payload is larger than this endpoint's max_payload_mb ({limit_mb:g} MB)",
-        "PAYLOAD_TOO_LARGE",
-    )
-    declared = headers.get(b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_big
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise too_big
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
 def _error(exc: RequestError) -> tuple[int, bytes, list[Any]]:
     return exc.status, exc.body(), _JSON
 
@@ -405,4 +376,10 @@ def create_app() -> ServingApp:
         name: EndpointSpec.model_validate(spec)
         for name, spec in json.loads(os.environ[ENDPOINTS_ENV]).items()
     }
-    return ServingApp(os.environ["LAKEFORGE_PROJECT_DIR"], os.environ["LAKEFORGE_TARGET"], specs)
+    llm_specs = {
+        name: LLMEndpointSpec.model_validate(spec)
+        for name, spec in json.loads(os.environ.get(LLM_ENDPOINTS_ENV, "{}")).items()
+    }
+    return ServingApp(
+        os.environ["LAKEFORGE_PROJECT_DIR"], os.environ["LAKEFORGE_TARGET"], specs, llm_specs
+    )

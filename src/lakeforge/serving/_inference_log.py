@@ -19,13 +19,14 @@ import re
 import threading
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import pyarrow as pa
-from deltalake import CommitProperties, Transaction
+from deltalake import CommitProperties, DeltaTable, Transaction
 
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace
@@ -53,6 +54,8 @@ SCHEMA = pa.schema(
 )
 _SEGMENT = re.compile(r"^(?P<worker>[0-9a-f]{32})-(?P<seq>\d{10})\.jsonl$")
 _APP = "lakeforge-serving/"
+Committer = Callable[["Workspace", str, list[Path]], int]
+"""Writes closed segments to a table exactly once and deletes them; returns rows written."""
 
 
 def create_table(ws: Workspace, table: str) -> None:
@@ -139,58 +142,94 @@ def _read(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def commit(ws: Workspace, table: str, paths: list[Path]) -> int:
-    """Append ``paths`` to ``table`` exactly once, then delete them; return rows written."""
-    if not paths:
-        return 0
-    dt = ws.tables.delta(table)
+def pending(
+    dt: DeltaTable, paths: list[Path], app: str = _APP
+) -> tuple[list[Path], list[Path], dict[str, int]]:
+    """Split ``paths`` into (not yet committed, committed) by the table's transaction ids
+    (``app`` + worker); also the newest pending segment number per worker."""
     newest: dict[str, int] = defaultdict(int)
-    pending: list[Path] = []
+    todo: list[Path] = []
+    done: list[Path] = []
     for path in paths:
         match = _SEGMENT.match(path.name)
         assert match is not None
         worker, seq = match["worker"], int(match["seq"])
-        done = dt.transaction_version(_APP + worker)
-        if done is not None and seq <= done:
-            path.unlink(missing_ok=True)  # committed before a crash; never twice
-            continue
-        pending.append(path)
-        newest[worker] = max(newest[worker], seq)
-    records = [record for path in pending for record in _read(path)]
+        version = dt.transaction_version(app + worker)
+        if version is not None and seq <= version:
+            done.append(path)
+        else:
+            todo.append(path)
+            newest[worker] = max(newest[worker], seq)
+    return todo, done, newest
+
+
+def transactions(app: str, newest: dict[str, int]) -> CommitProperties:
+    """The commit properties that mark segments up to ``newest`` (per worker) as written."""
+    return CommitProperties(
+        app_transactions=[Transaction(app + w, s) for w, s in sorted(newest.items())]
+    )
+
+
+def read_all(paths: list[Path]) -> list[dict[str, Any]]:
+    """The records of ``paths``, in order."""
+    return [record for path in paths for record in _read(path)]
+
+
+def commit(
+    ws: Workspace,
+    table: str,
+    paths: list[Path],
+    *,
+    schema: pa.Schema = SCHEMA,
+    app: str = _APP,
+) -> int:
+    """Append ``paths`` to ``table`` exactly once, then delete them; return rows written."""
+    if not paths:
+        return 0
+    todo, done, newest = pending(ws.tables.delta(table), paths, app)
+    for path in done:
+        path.unlink(missing_ok=True)  # committed before a crash; never twice
+    records = read_all(todo)
     if records:
-        rows = _to_table(records)
         ws.tables.write(
             table,
-            rows,
+            to_table(records, schema),
             mode="append",
             quality_log=False,  # one commit per flush, not two
-            commit_properties=CommitProperties(
-                app_transactions=[Transaction(_APP + w, s) for w, s in sorted(newest.items())]
-            ),
+            commit_properties=transactions(app, newest),
         )
-    for path in pending:
+    for path in todo:
         path.unlink(missing_ok=True)
     return len(records)
 
 
-def _to_table(records: list[dict[str, Any]]) -> pa.Table:
+def to_table(records: list[dict[str, Any]], schema: pa.Schema = SCHEMA) -> pa.Table:
+    """``records`` as rows of ``schema``, each dated by its ``timestamp_ms``."""
     for record in records:
         record["date"] = datetime.fromtimestamp(record["timestamp_ms"] / 1000, UTC).date()
-    return pa.Table.from_pylist(records, schema=SCHEMA)
+    return pa.Table.from_pylist(records, schema=schema)
 
 
-def recover(ws: Workspace, table: str, directory: Path) -> int:
+def recover(ws: Workspace, table: str, directory: Path, committer: Committer | None = None) -> int:
     """Commit what workers of an earlier run left in ``directory``; return rows written."""
-    return commit(ws, table, segments(directory))
+    return (committer or commit)(ws, table, segments(directory))
 
 
 class Flusher:
     """Moves one worker's closed spool segments into the inference table in the background."""
 
     def __init__(
-        self, ws: Workspace, table: str, spool: Spool, *, interval_s: float, max_rows: int
+        self,
+        ws: Workspace,
+        table: str,
+        spool: Spool,
+        *,
+        interval_s: float,
+        max_rows: int,
+        committer: Committer | None = None,
     ) -> None:
         self.ws = ws
+        self.committer = committer or commit
         self.table = table
         self.spool = spool
         self.interval_s = interval_s
@@ -214,7 +253,7 @@ class Flusher:
     def flush(self) -> None:
         self.spool.rotate()
         try:
-            commit(self.ws, self.table, self.spool.closed_segments())
+            self.committer(self.ws, self.table, self.spool.closed_segments())
         except Exception:
             log.exception("flushing the inference log to %s failed; will retry", self.table)
 

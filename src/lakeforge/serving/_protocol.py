@@ -8,8 +8,10 @@ Anything else is kept as the raw body and handed to MLflow's own parser
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,10 @@ import numpy as np
 import orjson
 import pandas as pd
 
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 MLFLOW_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 INVALID_INPUT = "INVALID_PARAMETER_VALUE"  # MLflow's error code for input the schema refuses
 _V2_TYPES = {
@@ -228,3 +234,48 @@ def _v2_type(array: np.ndarray) -> str:
         if numpy_name != "object" and kind == np.dtype(numpy_name):
             return name
     return "BYTES"
+
+
+# -- HTTP: headers, bearer tokens, bodies -------------------------------------------------
+
+
+def header(headers: dict[bytes, bytes], name: bytes) -> str | None:
+    value = headers.get(name)
+    return value.decode("latin-1") if value is not None else None
+
+
+def check_token(name: str, tokens: frozenset[str], headers: dict[bytes, bytes]) -> None:
+    """Refuse (401/403) a request whose bearer token's SHA-256 is not in ``tokens``."""
+    if not tokens:
+        return
+    value = header(headers, b"authorization")
+    if value is None or not value.lower().startswith("bearer "):
+        raise RequestError(401, f"endpoint {name!r} needs a bearer token", "UNAUTHENTICATED")
+    digest = hashlib.sha256(value[7:].strip().encode()).hexdigest()
+    if digest not in tokens:
+        raise RequestError(
+            403, f"the token is not valid for endpoint {name!r}", "PERMISSION_DENIED"
+        )
+
+
+async def read_body(receive: Receive, headers: dict[bytes, bytes], limit_mb: float) -> bytes:
+    limit = int(limit_mb * 1024 * 1024)
+    too_big = RequestError(
+        413,
+        f"the payload is larger than this endpoint's max_payload_mb ({limit_mb:g} MB)",
+        "PAYLOAD_TOO_LARGE",
+    )
+    declared = headers.get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_big
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)

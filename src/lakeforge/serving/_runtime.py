@@ -5,20 +5,24 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lakeforge.project import EndpointSpec
-from lakeforge.serving import _metrics
+from lakeforge.project import EndpointSpec, LLMEndpointSpec
+from lakeforge.serving import _llm_log, _metrics
 from lakeforge.serving._entities import Batcher, Entity
 from lakeforge.serving._inference_log import Flusher, Spool, spool_dir
 from lakeforge.serving._watch import Watcher
 
 if TYPE_CHECKING:
     from lakeforge.features.online import OnlineStore
+    from lakeforge.llm import GatewayEndpoint
 
 log = logging.getLogger("lakeforge.serving")
+LLM_FLUSH_INTERVAL_S = 2.0
+LLM_FLUSH_ROWS = 5000
 
 
 @dataclass
@@ -42,10 +46,27 @@ class Endpoint:
         return random.choices(self.entities, weights=self._weights)[0]
 
 
+@dataclass
+class LLMEndpoint:
+    """One LLM endpoint as a worker runs it: its gateway and its log."""
+
+    name: str
+    spec: LLMEndpointSpec
+    gateway: GatewayEndpoint
+    tokens: frozenset[str]
+    flusher: Flusher
+
+
 class Runtime:
     """Everything a worker serves: endpoints, their watcher, logs and online store."""
 
-    def __init__(self, project_dir: str, target: str, specs: dict[str, EndpointSpec]) -> None:
+    def __init__(
+        self,
+        project_dir: str,
+        target: str,
+        specs: dict[str, EndpointSpec],
+        llm_specs: dict[str, LLMEndpointSpec] | None = None,
+    ) -> None:
         from lakeforge._workspace import connect
 
         self.ws = connect(target, project_dir=project_dir)
@@ -53,8 +74,11 @@ class Runtime:
         self.endpoints: dict[str, Endpoint] = {}
         for name, spec in specs.items():
             self.endpoints[name] = _endpoint(self.ws, name, spec)
+        self.llm: dict[str, LLMEndpoint] = {
+            name: _llm_endpoint(self.ws, name, spec) for name, spec in (llm_specs or {}).items()
+        }
         entities = [e for ep in self.endpoints.values() for e in all_entities(ep)]
-        interval = min(spec.poll_interval_s for spec in specs.values())
+        interval = min((spec.poll_interval_s for spec in specs.values()), default=5.0)
         self.watcher = Watcher(
             self.ws,
             entities,
@@ -85,7 +109,7 @@ class Runtime:
         return self.watcher.ready.is_set()
 
     async def close(self) -> None:
-        """Drain shadow calls, stop the watcher and batchers, flush every inference log."""
+        """Drain shadow calls, stop the watcher and batchers, flush every log."""
         if self.shadow_tasks:
             await asyncio.wait(self.shadow_tasks, timeout=10)
         self.watcher.stop()
@@ -95,6 +119,9 @@ class Runtime:
                 entity.batcher.stop()
             if endpoint.flusher is not None:
                 endpoint.flusher.close()
+        for llm in self.llm.values():
+            await llm.gateway.aclose()
+            llm.flusher.close()
         if self._online is not None:
             self._online.close()
         self.ws.close()
@@ -132,3 +159,27 @@ def _endpoint(ws: Any, name: str, spec: EndpointSpec) -> Endpoint:
             max_rows=table.flush_rows,
         )
     return endpoint
+
+
+def _llm_endpoint(ws: Any, name: str, spec: LLMEndpointSpec) -> LLMEndpoint:
+    from lakeforge.llm import GatewayEndpoint
+
+    prompted = spec.prompt is not None or any(m.prompt for m in spec.models)
+    spool = spool_dir(ws, name)
+    gateway = GatewayEndpoint(
+        name,
+        spec,
+        prompts=ws.prompts.source() if prompted else None,
+        # the workers of this host share their rate limits through a file here
+        limits_dir=spool.parent.parent / "limits" / os.uname().nodename,
+    )
+    flusher = Flusher(
+        ws,
+        spec.table(name),
+        Spool(spool),
+        interval_s=LLM_FLUSH_INTERVAL_S,
+        max_rows=LLM_FLUSH_ROWS,
+        committer=_llm_log.commit,
+    )
+    tokens = frozenset(spec.auth.token_sha256) if spec.auth else frozenset()
+    return LLMEndpoint(name, spec, gateway, tokens, flusher)

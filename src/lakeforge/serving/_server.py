@@ -1,4 +1,8 @@
-"""``lakeforge serve``: check the endpoints, recover inference logs, run the workers."""
+"""``lakeforge serve``: check the endpoints, recover inference and LLM logs, run the workers.
+
+Model endpoints (``endpoints:``) and LLM endpoints (``llm_endpoints:``) are served side by
+side by the same workers; ``-e NAME`` selects either kind.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,14 @@ import threading
 from typing import TYPE_CHECKING
 
 from lakeforge.errors import ConfigError
-from lakeforge.project import EndpointSpec, ServedEntitySpec
+from lakeforge.project import EndpointSpec, LLMEndpointSpec, ServedEntitySpec
+from lakeforge.serving import _llm_log
 from lakeforge.serving._inference_log import create_table, recover, spool_dir
 
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace
 
+AnySpec = EndpointSpec | LLMEndpointSpec
 _REF = re.compile(r"^(?P<model>[^@/]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
 
 
@@ -33,13 +39,15 @@ def endpoint_for_model(ref: str) -> tuple[str, EndpointSpec]:
     return match["model"].rsplit(".", 1)[-1], EndpointSpec(served_entities=[entity])
 
 
-def select_endpoints(ws: Workspace, names: list[str] | None) -> dict[str, EndpointSpec]:
-    """The declared endpoints to serve: ``names``, or all of them."""
-    declared = ws.project.config.endpoints
+def select_endpoints(ws: Workspace, names: list[str] | None) -> dict[str, AnySpec]:
+    """The declared endpoints to serve, model and LLM ones: ``names``, or all of them."""
+    config = ws.project.config
+    declared: dict[str, AnySpec] = {**config.endpoints, **config.llm_endpoints}
     if not declared:
         raise ConfigError(
             "lakeforge.yaml declares no endpoints",
-            hint="add an `endpoints:` section, or serve one model with --model NAME@ALIAS",
+            hint="add an `endpoints:` or `llm_endpoints:` section, or serve one model with "
+            "--model NAME@ALIAS",
         )
     unknown = [n for n in names or [] if n not in declared]
     if unknown:
@@ -49,13 +57,19 @@ def select_endpoints(ws: Workspace, names: list[str] | None) -> dict[str, Endpoi
     return {n: declared[n] for n in names} if names else dict(declared)
 
 
-def prepare(ws: Workspace, endpoints: dict[str, EndpointSpec]) -> dict[str, int]:
-    """Check every served model exists, create inference tables, recover spooled logs.
+def prepare(ws: Workspace, endpoints: dict[str, AnySpec]) -> dict[str, int]:
+    """Check every served model exists, create inference and LLM log tables, recover
+    spooled logs.
 
     Returns the rows recovered per endpoint from an earlier run that stopped uncleanly.
     """
     recovered: dict[str, int] = {}
     for name, spec in endpoints.items():
+        if isinstance(spec, LLMEndpointSpec):
+            table = spec.table(name)
+            _llm_log.create_tables(ws, table)
+            recovered[name] = recover(ws, table, spool_dir(ws, name), _llm_log.commit)
+            continue
         entities = [*spec.served_entities, *([spec.shadow] if spec.shadow else [])]
         for entity in entities:
             ref = f"@{entity.alias}" if entity.alias else f"/{entity.version}"
@@ -71,7 +85,7 @@ def prepare(ws: Workspace, endpoints: dict[str, EndpointSpec]) -> dict[str, int]
 
 def serve(
     ws: Workspace,
-    endpoints: dict[str, EndpointSpec],
+    endpoints: dict[str, AnySpec],
     *,
     host: str = "127.0.0.1",
     port: int = 8080,
@@ -82,9 +96,17 @@ def serve(
 
     os.environ["LAKEFORGE_PROJECT_DIR"] = str(ws.project.directory)
     os.environ["LAKEFORGE_TARGET"] = ws.target.name
-    os.environ["LAKEFORGE_SERVE_ENDPOINTS"] = json.dumps(
-        {name: spec.model_dump(mode="json") for name, spec in endpoints.items()}
-    )
+    for variable, kind in (
+        ("LAKEFORGE_SERVE_ENDPOINTS", EndpointSpec),
+        ("LAKEFORGE_SERVE_LLM_ENDPOINTS", LLMEndpointSpec),
+    ):
+        os.environ[variable] = json.dumps(
+            {
+                name: spec.model_dump(mode="json")
+                for name, spec in endpoints.items()
+                if isinstance(spec, kind)
+            }
+        )
     stopped_by: int | None = None
     in_main = threading.current_thread() is threading.main_thread()  # where signals go
     previous = {sig: signal.signal(sig, _stop) for sig in _STOP_SIGNALS if in_main}

@@ -1,0 +1,302 @@
+"""Upstream providers: OpenAI-compatible HTTP APIs (httpx, one pooled client per route) and
+local embedding models registered by name.
+
+Credentials are read at call time from the environment or a file, sent in the
+``Authorization`` header of each request only, and redacted from anything an upstream
+answers before it travels further.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from lakeforge.errors import LakeforgeError
+from lakeforge.llm._cost import count_tokens
+from lakeforge.project import LLMModelSpec, SecretRef
+
+Embedder = Callable[[list[str]], Sequence[Sequence[float]]]
+"""Texts in, one vector per text out."""
+
+_EMBEDDERS: dict[str, Callable[[], Embedder]] = {}
+_LOADED: dict[str, Embedder] = {}
+_BEARER = re.compile(r"(?i)bearer\s+\S+")
+
+
+def register_embedder(name: str, factory: Callable[[], Embedder]) -> None:
+    """Make a local embedding model available as ``{provider: local, model: NAME}``.
+
+    ``factory`` is called once per process, on first use (loading a model is slow).
+    """
+    _EMBEDDERS[name] = factory
+    _LOADED.pop(name, None)
+
+
+_LOADING = threading.Lock()
+
+
+def _embedder(name: str) -> Embedder:
+    with _LOADING:  # concurrent first requests load the model once
+        return _load_embedder(name)
+
+
+def _load_embedder(name: str) -> Embedder:
+    if name not in _LOADED:
+        if name not in _EMBEDDERS:
+            # the [llm] extra's models register themselves when their module loads
+            with contextlib.suppress(ImportError):  # no [llm] extra: nothing registers
+                importlib.import_module("lakeforge.llm._local_embeddings")
+        factory = _EMBEDDERS.get(name)
+        if factory is None:
+            raise UpstreamError(
+                None,
+                f"no local embedding model {name!r} is registered "
+                f"(registered: {', '.join(sorted(_EMBEDDERS)) or 'none'})",
+                retryable=False,
+            )
+        _LOADED[name] = factory()
+    return _LOADED[name]
+
+
+class SecretError(LakeforgeError):
+    """A credential that cannot be read (the message names where, never the value)."""
+
+
+class UpstreamError(Exception):
+    """A failed upstream call. ``status`` is None for connection errors and timeouts.
+
+    Its message never holds a credential: it is built by the gateway or redacted.
+    """
+
+    def __init__(
+        self,
+        status: int | None,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
+
+    @property
+    def client_error(self) -> bool:
+        """The request itself is wrong (400, 413, 422...): no retry, no fallback."""
+        return (
+            self.status is not None
+            and 400 <= self.status < 500
+            and self.status
+            not in (
+                401,
+                403,
+                404,
+                408,
+                429,
+            )
+        )
+
+
+def read_secret(ref: SecretRef) -> str:
+    """The secret's value, read now (a rotated key is picked up on the next call)."""
+    if ref.env is not None:
+        value = os.environ.get(ref.env)
+        if not value:
+            raise SecretError(f"the API key's environment variable {ref.env} is not set")
+        return value
+    assert ref.file is not None
+    try:
+        value = Path(ref.file).read_text().strip()
+    except OSError as exc:
+        raise SecretError(
+            f"the API key's file {ref.file} cannot be read ({exc.strerror})"
+        ) from None
+    if not value:
+        raise SecretError(f"the API key's file {ref.file} is empty")
+    return value
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` without ``secret`` nor any ``Bearer ...`` token in it."""
+    if secret:
+        text = text.replace(secret, "[redacted]")
+    return _BEARER.sub("Bearer [redacted]", text)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def _status_error(
+    status: int, text: str, retry_after: str | None, secret: str | None
+) -> UpstreamError:
+    """An UpstreamError for an HTTP answer that is not 2xx (upstream text redacted)."""
+    retryable = status == 429 or status >= 500
+    try:
+        detail = json.loads(text)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        detail = text[:500]
+    message = f"upstream answered HTTP {status}: {redact(str(detail), secret)}"
+    return UpstreamError(
+        status, message, retryable=retryable, retry_after_s=_retry_after(retry_after)
+    )
+
+
+class OpenAIProvider:
+    """An OpenAI-compatible API at ``base_url``, over one pooled HTTP/1.1 client."""
+
+    def __init__(self, spec: LLMModelSpec) -> None:
+        import httpx
+
+        self.spec = spec
+        self._client = httpx.AsyncClient(
+            base_url=spec.url,
+            timeout=httpx.Timeout(spec.timeout_s),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenAIProvider(route={self.spec.name!r}, url={self.spec.url!r})"
+
+    def _auth(self) -> tuple[dict[str, str], str | None]:
+        if self.spec.api_key is None:
+            return {}, None
+        try:
+            secret = read_secret(self.spec.api_key)
+        except SecretError as exc:
+            raise UpstreamError(None, exc.message, retryable=False) from None
+        return {"authorization": f"Bearer {secret}"}, secret
+
+    def _failed(self, exc: Exception) -> UpstreamError:
+        import httpx
+
+        kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
+        return UpstreamError(
+            None, f"connection to the upstream {kind} ({type(exc).__name__})", retryable=True
+        )
+
+    async def request(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` to ``path`` and return the JSON answer (UpstreamError otherwise)."""
+        import httpx
+
+        headers, secret = self._auth()
+        try:
+            answer = await self._client.post(path, json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise self._failed(exc) from None
+        if answer.status_code >= 300:
+            raise _status_error(
+                answer.status_code, answer.text, answer.headers.get("retry-after"), secret
+            )
+        try:
+            payload: dict[str, Any] = answer.json()
+        except ValueError:
+            raise UpstreamError(
+                answer.status_code, "upstream answered something that is not JSON", retryable=True
+            ) from None
+        return payload
+
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        """POST a streamed request; yield each SSE ``data:`` payload (bytes, without ``data:``).
+
+        Fails with UpstreamError before the first payload (the caller may fall back) or
+        after it (it may not).
+        """
+        import httpx
+
+        headers, secret = self._auth()
+        request = self._client.build_request("POST", path, json=body, headers=headers)
+        try:
+            answer = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self._failed(exc) from None
+        try:
+            if answer.status_code >= 300:
+                text = (await answer.aread()).decode(errors="replace")
+                raise _status_error(
+                    answer.status_code, text, answer.headers.get("retry-after"), secret
+                )
+            async for line in answer.aiter_lines():
+                if line.startswith("data:"):
+                    yield line[5:].strip().encode()
+        except httpx.HTTPError as exc:
+            raise self._failed(exc) from None
+        finally:
+            await answer.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class LocalEmbeddingsProvider:
+    """A local embedding model registered by name (``register_embedder``), run in a thread."""
+
+    def __init__(self, spec: LLMModelSpec) -> None:
+        self.spec = spec
+
+    def __repr__(self) -> str:
+        return f"LocalEmbeddingsProvider(route={self.spec.name!r}, model={self.spec.model!r})"
+
+    async def request(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        given = body.get("input")
+        texts = [given] if isinstance(given, str) else given
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts) or not texts:
+            raise UpstreamError(
+                400, "input must be a string or a non-empty list of strings", retryable=False
+            )
+        # the first call loads the model (seconds): off the event loop, as scoring is
+        embed = await asyncio.to_thread(_embedder, self.spec.model)
+        try:
+            vectors = await asyncio.wait_for(
+                asyncio.to_thread(embed, texts), timeout=self.spec.timeout_s
+            )
+        except TimeoutError:
+            raise UpstreamError(
+                None, "the local embedding model timed out", retryable=True
+            ) from None
+        except Exception as exc:  # the model's own failure: report its kind, not its text
+            raise UpstreamError(
+                500, f"the local embedding model failed ({type(exc).__name__})", retryable=False
+            ) from None
+        tokens = sum(count_tokens(t) for t in texts)
+        return {
+            "object": "list",
+            "model": self.spec.model,
+            "data": [
+                {"object": "embedding", "index": i, "embedding": [float(x) for x in vector]}
+                for i, vector in enumerate(vectors)
+            ],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    async def aclose(self) -> None:
+        return None
+
+
+Provider = OpenAIProvider | LocalEmbeddingsProvider
+
+
+def make_provider(spec: LLMModelSpec) -> Provider:
+    """The provider that serves the route ``spec``."""
+    return OpenAIProvider(spec) if spec.provider == "openai" else LocalEmbeddingsProvider(spec)
