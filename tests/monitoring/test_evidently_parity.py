@@ -75,8 +75,11 @@ def kinds(table: pa.Table) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def evidently_python() -> Path:
     python = VENV / "bin" / "python"
-    probe = subprocess.run([str(python), "-c", "import evidently.presets"], capture_output=True)
-    if not python.exists() or probe.returncode != 0:
+    ready = (
+        python.exists()
+        and subprocess.run([str(python), "-c", "import evidently.presets"]).returncode == 0
+    )
+    if not ready:  # a fresh checkout (CI): build it once
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
         subprocess.run(
             [str(python), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)], check=True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal, TypedDict
 
 import typer
 from rich.markup import escape
@@ -16,6 +16,16 @@ from lakeforge.errors import LakeforgeError
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace
     from lakeforge.inference import ScoreResult
+
+
+class _RowOptions(TypedDict):
+    """The options batch and streaming scoring share: the output's columns, failed rows."""
+
+    keys: list[str] | None
+    keep_columns: bool
+    prediction: str
+    features: Literal["offline", "online"]
+    fail_fast: bool
 
 
 def score_command(
@@ -106,6 +116,13 @@ def score_command(
             "give exactly one of --input TABLE or --sql QUERY"
             + (" (both were given)" if input is not None else "")
         )
+    rows = _RowOptions(
+        keys=[k.strip() for k in keys.split(",") if k.strip()] if keys else None,
+        keep_columns=keep_columns,
+        prediction=prediction,
+        features="online" if features == "online" else "offline",
+        fail_fast=fail_fast,
+    )
     ws = workspace(ctx)
     if stream or once:
         if not stream or input is None or engine != "local" or workers is not None:
@@ -118,11 +135,7 @@ def score_command(
             model_uri,
             input,
             output,
-            keys=keys,
-            keep_columns=keep_columns,
-            prediction=prediction,
-            features=features,
-            fail_fast=fail_fast,
+            rows,
             once=once,
             interval=interval,
             max_rows=max_rows,
@@ -135,14 +148,10 @@ def score_command(
             input=input,
             sql=sql,
             output=output,
-            keys=[k.strip() for k in keys.split(",") if k.strip()] if keys else None,
-            keep_columns=keep_columns,
-            prediction=prediction,
-            features="online" if features == "online" else "offline",
             engine=engine,
             workers=workers,
-            fail_fast=fail_fast,
             progress=tick,
+            **rows,
         )
     print_result(result)
 
@@ -197,12 +206,8 @@ def stream_scores(
     model_uri: str,
     input: str,
     output: str,
+    rows: _RowOptions,
     *,
-    keys: str | None,
-    keep_columns: bool,
-    prediction: str,
-    features: str,
-    fail_fast: bool,
     once: bool,
     interval: float,
     max_rows: int,
@@ -240,16 +245,12 @@ def stream_scores(
             model_uri,
             input=input,
             output=output,
-            keys=[k.strip() for k in keys.split(",") if k.strip()] if keys else None,
-            keep_columns=keep_columns,
-            prediction=prediction,
-            features="online" if features == "online" else "offline",
             once=once,
             interval_s=interval,
             max_rows=max_rows,
-            fail_fast=fail_fast,
             stop=stop,
             progress=line,
+            **rows,
         )
     finally:
         for sig, handler in zip((signal.SIGTERM, signal.SIGINT), previous, strict=True):

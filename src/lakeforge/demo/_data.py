@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -72,3 +74,19 @@ def report_ingest(console: Console, report: IngestReport) -> None:
 def show(console: Console, ws: Workspace, title: str, query: str, rows: int = 10) -> None:
     console.print(f"[bold]{title}[/bold]  [dim]{' '.join(query.split())}[/dim]")
     console.print(rich_table(ws.sql(query), max_rows=rows))
+
+
+def start_lakeforge(
+    ws: Workspace, log_name: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``lakeforge ARGS`` on ``ws``'s project and target in its own process group, its
+    output in ``log_name`` under the project."""
+    command = [sys.executable, "-m", "lakeforge", "--project-dir", str(ws.project.directory)]
+    with (ws.project.directory / log_name).open("wb") as out:
+        return subprocess.Popen(
+            [*command, "-t", ws.target.name, *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.rule import Rule
 
 from lakeforge._workspace import Workspace
-from lakeforge.demo._data import show
+from lakeforge.demo._data import show, start_lakeforge
 from lakeforge.errors import LakeforgeError
 
 PROMPT = "dev.prompts.flight_help"
@@ -133,18 +133,12 @@ def _serve(ws: Workspace) -> tuple[str, subprocess.Popen[bytes]]:
     url = f"http://127.0.0.1:{port}"
     log = ws.project.directory / "serve_llm.log"
     env = {**os.environ, KEY_ENV: "sk-demo-not-a-real-key"}
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "lakeforge", "--project-dir", str(ws.project.directory)),
-                *("-t", ws.target.name, "serve", "-e", "flight_assistant", "--port", str(port)),
-                *("--workers", "1"),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-        )
+    server = start_lakeforge(
+        ws,
+        log.name,
+        *("serve", "-e", "flight_assistant", "--port", str(port), "--workers", "1"),
+        env=env,
+    )
     deadline = time.monotonic() + 120
     while True:
         try:

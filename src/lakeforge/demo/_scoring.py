@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 
 import pyarrow.compute as pc
@@ -12,7 +11,7 @@ from rich.console import Console
 from rich.rule import Rule
 
 from lakeforge._workspace import Workspace
-from lakeforge.demo._data import show
+from lakeforge.demo._data import show, start_lakeforge
 from lakeforge.demo._training import FEATURES, MODEL
 from lakeforge.errors import LakeforgeError
 
@@ -71,34 +70,12 @@ def score_flights(ws: Workspace, console: Console) -> None:
 
 
 def _start_stream(ws: Workspace, uri: str) -> subprocess.Popen[bytes]:
-    log = ws.project.directory / "stream.log"
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "lakeforge",
-                "--project-dir",
-                str(ws.project.directory),
-                "-t",
-                ws.target.name,
-                "score",
-                uri,
-                "--input",
-                ARRIVALS,
-                "--output",
-                STREAMED,
-                "--keys",
-                ",".join(KEYS),
-                "--stream",
-                "--interval",
-                "0.5",
-                "--quiet",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    return start_lakeforge(
+        ws,
+        "stream.log",
+        *("score", uri, "--input", ARRIVALS, "--output", STREAMED, "--keys", ",".join(KEYS)),
+        *("--stream", "--interval", "0.5", "--quiet"),
+    )
 
 
 def _wait_for(ws: Workspace, stream: subprocess.Popen[bytes], rows: int) -> None:

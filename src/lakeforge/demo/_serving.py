@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from typing import Any
 
@@ -10,7 +9,7 @@ from rich.console import Console
 from rich.rule import Rule
 
 from lakeforge._workspace import Workspace
-from lakeforge.demo._data import show
+from lakeforge.demo._data import show, start_lakeforge
 from lakeforge.demo._features import FEATURE_MODEL
 from lakeforge.errors import LakeforgeError
 
@@ -30,7 +29,6 @@ def serve_endpoint(ws: Workspace, console: Console) -> None:
     import json
     import signal
     import socket
-    import sys
     import urllib.error
     import urllib.request
 
@@ -42,26 +40,7 @@ def serve_endpoint(ws: Workspace, console: Console) -> None:
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     log = ws.project.directory / "serve.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "lakeforge",
-                "--project-dir",
-                str(ws.project.directory),
-                "-t",
-                ws.target.name,
-                "serve",
-                "--port",
-                str(port),
-                "--workers",
-                "2",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = start_lakeforge(ws, log.name, "serve", "--port", str(port), "--workers", "2")
 
     def call(path: str, payload: Any = None) -> tuple[int, Any]:
         data = None if payload is None else json.dumps(payload).encode()

@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from lakeforge.errors import LakeforgeError
 from lakeforge.events import MONITOR_ALERT
-from lakeforge.project import GRANULARITIES, AlertRule, MonitorSpec
+from lakeforge.project import WINDOW_SIZES, AlertRule, MonitorSpec
 from lakeforge.state import as_utc, monitor_alert_history, monitor_alerts
 
 if TYPE_CHECKING:
@@ -42,7 +42,6 @@ _COMPARE: Final[dict[str, Callable[[float, float], bool]]] = {
     "==": operator.eq,
     "!=": operator.ne,
 }
-_FINEST_FIRST: Final = ("snapshot", *GRANULARITIES)
 
 
 class Refreshed(Protocol):
@@ -172,9 +171,7 @@ def _matching(rule: AlertRule, metrics: pa.Table, label: str) -> pa.Table:
     present = set(rows.column("granularity").to_pylist())
     granularity = rule.granularity
     if granularity is None and present:
-        granularity = min(
-            present, key=lambda g: _FINEST_FIRST.index(g) if g in _FINEST_FIRST else 99
-        )
+        granularity = min(present, key=lambda g: WINDOW_SIZES.index(g) if g in WINDOW_SIZES else 99)
     elif granularity is not None and present and granularity not in present:
         raise LakeforgeError(
             f"{label}: no {granularity!r} windows in the metrics "

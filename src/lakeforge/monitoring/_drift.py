@@ -40,6 +40,7 @@ from scipy.spatial import distance
 
 from lakeforge.errors import ConfigError
 from lakeforge.monitoring._stats import ColumnSummary, FloatArray, Kind
+from lakeforge.project import DRIFT_STATISTICS
 
 PSI_BINS = 10
 PSI_EPSILON = 1e-4
@@ -119,19 +120,7 @@ def drift_row(
             hint="profile the column with the same kind in both windows",
         )
     chosen = None if method is None else check_method(method, current.kind)
-    row: dict[str, Any] = dict.fromkeys(
-        (
-            "ks_statistic",
-            "ks_pvalue",
-            "chi_squared_statistic",
-            "chi_squared_pvalue",
-            "population_stability_index",
-            "js_distance",
-            "tv_distance",
-            "l_infinity_distance",
-            "wasserstein_distance",
-        )
-    )
+    row: dict[str, Any] = dict.fromkeys(DRIFT_STATISTICS)
     row.update(_deltas(current, reference))
     row.update(drift_method=None, drift_score=None, drift_threshold=None, drift_detected=None)
     if current.valid == 0 or reference.valid == 0:

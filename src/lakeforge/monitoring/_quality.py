@@ -16,23 +16,9 @@ import pyarrow as pa
 from sklearn import metrics
 
 from lakeforge.errors import LakeforgeError
+from lakeforge.project import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
 ArrayLike: TypeAlias = pa.Array | pa.ChunkedArray | npt.NDArray[Any] | Sequence[Any]
-
-CLASSIFICATION_METRICS = (
-    "accuracy_score",
-    "precision",
-    "recall",
-    "f1_score",
-    "roc_auc",
-    "log_loss",
-)
-REGRESSION_METRICS = (
-    "mean_absolute_error",
-    "root_mean_squared_error",
-    "r2_score",
-    "mean_absolute_percentage_error",
-)
 
 
 def classification_metrics(

@@ -146,21 +146,12 @@ def refresh(ws: Workspace, name: str, *, full: bool = False) -> RefreshResult:
     else:
         inputs = f"{mine} AND log_type = 'INPUT' AND ({_windows_sql(windows)})"
         drifts = f"{mine} AND ({_windows_sql(drift_windows)})"
-    replace_rows(ws, tables.state, to_table(state_rows, STATE), predicate=inputs, versions=versions)
-    replace_rows(
-        ws,
-        tables.profile,
-        to_table(profile_rows, profile_schema(spec)),
-        predicate=inputs,
-        versions=versions,
-    )
-    replace_rows(
-        ws,
-        tables.drift,
-        to_table(drift_rows, drift_schema(spec)),
-        predicate=drifts,
-        versions=versions,
-    )
+    for out, out_rows, schema, predicate in (
+        (tables.state, state_rows, STATE, inputs),
+        (tables.profile, profile_rows, profile_schema(spec), inputs),
+        (tables.drift, drift_rows, drift_schema(spec), drifts),
+    ):
+        replace_rows(ws, out, to_table(out_rows, schema), predicate=predicate, versions=versions)
 
     by_granularity = {g: [(s, window_end(s, g)) for s in sorted(v)] for g, v in windows.items()}
     result = RefreshResult(

@@ -18,32 +18,12 @@ from typing import TYPE_CHECKING, Any, Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lakeforge.project import GRANULARITIES
+from lakeforge.project import HEALTH_METRICS, QUALITY_METRICS, WINDOW_SIZES
 
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace
     from lakeforge.monitoring._alerts import AlertTransition
 
-QUALITY: Final = (
-    "accuracy_score",
-    "precision",
-    "recall",
-    "f1_score",
-    "roc_auc",
-    "log_loss",
-    "mean_absolute_error",
-    "root_mean_squared_error",
-    "r2_score",
-    "mean_absolute_percentage_error",
-)
-HEALTH: Final = (
-    "request_count",
-    "error_rate",
-    "latency_p50_ms",
-    "latency_p95_ms",
-    "latency_p99_ms",
-)
-_FINEST_FIRST: Final = ("snapshot", *GRANULARITIES)
 _COLORS: Final = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
 _W, _H, _PAD = 640, 180, 40
 _STYLE: Final = """
@@ -131,7 +111,7 @@ def _whole(table: pa.Table | None) -> pa.Table | None:
     present = set(rows.column("granularity").to_pylist())
     if not present:
         return None
-    finest = min(present, key=lambda g: _FINEST_FIRST.index(g) if g in _FINEST_FIRST else 99)
+    finest = min(present, key=lambda g: WINDOW_SIZES.index(g) if g in WINDOW_SIZES else 99)
     return rows.filter(pc.equal(rows.column("granularity"), finest))
 
 
@@ -288,10 +268,15 @@ def render_report(
     """The HTML of a monitor's report, from its metric tables and alert history."""
     sections = [
         ("Drift over time", _drift_section(drift)),
-        ("Model quality over time", _metric_charts(profile, QUALITY, "no labels, no quality")),
+        (
+            "Model quality over time",
+            _metric_charts(profile, QUALITY_METRICS, "no labels, no quality"),
+        ),
     ]
     if inference:
-        sections.append(("Serving health", _metric_charts(profile, HEALTH, "no requests yet")))
+        sections.append(
+            ("Serving health", _metric_charts(profile, HEALTH_METRICS, "no requests yet"))
+        )
     sections.append(("Alert history", _alerts_section(history)))
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = "".join(f"<h2>{_text(title)}</h2>{html}" for title, html in sections)

@@ -22,7 +22,15 @@ from deltalake import CommitProperties, Transaction
 
 from lakeforge.errors import LakeforgeError
 from lakeforge.lakehouse import TableName
-from lakeforge.project import MonitorSpec
+from lakeforge.project import (
+    COLUMN_METRICS,
+    DRIFT_DELTAS,
+    DRIFT_STATISTICS,
+    DRIFT_VERDICTS,
+    HEALTH_METRICS,
+    QUALITY_METRICS,
+    MonitorSpec,
+)
 
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace
@@ -44,77 +52,41 @@ KEY_FIELDS = [
     pa.field("logging_table_commit_version", pa.int64()),
 ]
 _D = pa.float64()
-QUALITY_COLUMNS = [
-    "accuracy_score",
-    "precision",
-    "recall",
-    "f1_score",
-    "roc_auc",
-    "log_loss",
-    "mean_absolute_error",
-    "root_mean_squared_error",
-    "r2_score",
-    "mean_absolute_percentage_error",
-]
-HEALTH_COLUMNS = [
-    "request_count",
-    "error_rate",
-    "latency_p50_ms",
-    "latency_p95_ms",
-    "latency_p99_ms",
-]
-PROFILE_FIELDS = [
-    pa.field("log_type", pa.string()),
-    pa.field("count", pa.int64()),
-    pa.field("num_nulls", pa.int64()),
-    pa.field("percent_null", _D),
-    pa.field("num_zeros", pa.int64()),
-    pa.field("percent_zeros", _D),
-    pa.field("distinct_count", pa.int64()),
-    pa.field("percent_distinct", _D),
-    pa.field("min", _D),
-    pa.field("max", _D),
-    pa.field("avg", _D),
-    pa.field("stddev", _D),
-    pa.field("median", _D),
-    pa.field("quantiles", pa.list_(_D)),
-    pa.field(
-        "frequent_items",
-        pa.list_(pa.struct([pa.field("item", pa.string()), pa.field("count", pa.int64())])),
+_TYPES = {
+    "log_type": pa.string(),
+    "count": pa.int64(),
+    "num_nulls": pa.int64(),
+    "num_zeros": pa.int64(),
+    "distinct_count": pa.int64(),
+    "quantiles": pa.list_(_D),
+    "frequent_items": pa.list_(
+        pa.struct([pa.field("item", pa.string()), pa.field("count", pa.int64())])
     ),
-    pa.field("avg_length", _D),
-    *(pa.field(name, _D) for name in QUALITY_COLUMNS),
-    pa.field("request_count", pa.int64()),
-    *(pa.field(name, _D) for name in HEALTH_COLUMNS[1:]),
-]
-DRIFT_FIELDS = [
-    pa.field("drift_type", pa.string()),
-    pa.field("window_cmp_start", TS),
-    pa.field("window_cmp_end", TS),
-    *(
-        pa.field(name, _D)
-        for name in (
-            "ks_statistic",
-            "ks_pvalue",
-            "chi_squared_statistic",
-            "chi_squared_pvalue",
-            "population_stability_index",
-            "js_distance",
-            "tv_distance",
-            "l_infinity_distance",
-            "wasserstein_distance",
-            "count_delta",
-            "avg_delta",
-            "percent_null_delta",
-        )
-    ),
-    pa.field("drift_method", pa.string()),
-    pa.field("drift_score", _D),
-    pa.field("drift_threshold", _D),
-    pa.field("drift_detected", pa.bool_()),
-    pa.field("drift_share", _D),
-    pa.field("dataset_drift", pa.bool_()),
-]
+    "request_count": pa.int64(),
+    "drift_type": pa.string(),
+    "window_cmp_start": TS,
+    "window_cmp_end": TS,
+    "drift_method": pa.string(),
+    "drift_detected": pa.bool_(),
+    "dataset_drift": pa.bool_(),
+}
+"""The metric columns that are not doubles."""
+
+
+def _fields(*names: str) -> list[pa.Field]:
+    return [pa.field(name, _TYPES.get(name, _D)) for name in names]
+
+
+PROFILE_FIELDS = _fields("log_type", *COLUMN_METRICS, *QUALITY_METRICS, *HEALTH_METRICS)
+DRIFT_FIELDS = _fields(
+    "drift_type",
+    "window_cmp_start",
+    "window_cmp_end",
+    *DRIFT_STATISTICS,
+    *DRIFT_DELTAS,
+    "drift_method",
+    *DRIFT_VERDICTS,
+)
 STATE_SCHEMA = pa.schema(
     [
         pa.field("monitor_name", pa.string()),

@@ -36,8 +36,8 @@ Channel = Literal["log", "events", "email"]
 MetricsTable = Literal["profile", "drift"]
 DriftType = Literal["CONSECUTIVE", "BASELINE"]
 
-_WINDOW_SIZES = (
-    "snapshot",
+#: Window sizes a time-series or inference monitor may use (Databricks' list).
+GRANULARITIES = (
     "5 minutes",
     "30 minutes",
     "1 hour",
@@ -46,66 +46,92 @@ _WINDOW_SIZES = (
     "1 month",
     "1 year",
 )
-"""Window sizes of the metric tables, finest first."""
+#: Window sizes of the metric tables, finest first.
+WINDOW_SIZES = ("snapshot", *GRANULARITIES)
 _RULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 _WINDOWS = re.compile(r"^\s*(\d+)\s+of\s+(?:(?:the\s+)?last\s+)?(\d+)\s*$", re.IGNORECASE)
 _EMAIL = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-#: Metric columns of the output tables (the contract), to tell which table a rule reads.
-PROFILE_METRICS = frozenset(
-    [
-        "count",
-        "num_nulls",
-        "percent_null",
-        "num_zeros",
-        "percent_zeros",
-        "distinct_count",
-        "percent_distinct",
-        "min",
-        "max",
-        "avg",
-        "stddev",
-        "median",
-        "avg_length",
-        "accuracy_score",
-        "precision",
-        "recall",
-        "f1_score",
-        "roc_auc",
-        "log_loss",
-        "mean_absolute_error",
-        "root_mean_squared_error",
-        "r2_score",
-        "mean_absolute_percentage_error",
-        "request_count",
-        "error_rate",
-        "latency_p50_ms",
-        "latency_p95_ms",
-        "latency_p99_ms",
-    ]
+# The metric columns of the output tables (the contract), in their order there; the
+# monitoring package builds the tables from these, and a rule's metric tells its table.
+#: Profile metrics of each column and of ``:table`` (``quantiles`` and ``frequent_items``
+#: are lists, so no alert reads them).
+COLUMN_METRICS = (
+    "count",
+    "num_nulls",
+    "percent_null",
+    "num_zeros",
+    "percent_zeros",
+    "distinct_count",
+    "percent_distinct",
+    "min",
+    "max",
+    "avg",
+    "stddev",
+    "median",
+    "quantiles",
+    "frequent_items",
+    "avg_length",
 )
-DRIFT_METRICS = frozenset(
-    [
-        "ks_statistic",
-        "ks_pvalue",
-        "chi_squared_statistic",
-        "chi_squared_pvalue",
-        "population_stability_index",
-        "js_distance",
-        "tv_distance",
-        "l_infinity_distance",
-        "wasserstein_distance",
-        "count_delta",
-        "avg_delta",
-        "percent_null_delta",
-        "drift_score",
-        "drift_threshold",
-        "drift_detected",
-        "drift_share",
-        "dataset_drift",
-    ]
+#: Model quality of a classification monitor (``:table`` rows of inference monitors).
+CLASSIFICATION_METRICS = (
+    "accuracy_score",
+    "precision",
+    "recall",
+    "f1_score",
+    "roc_auc",
+    "log_loss",
 )
+#: Model quality of a regression monitor.
+REGRESSION_METRICS = (
+    "mean_absolute_error",
+    "root_mean_squared_error",
+    "r2_score",
+    "mean_absolute_percentage_error",
+)
+QUALITY_METRICS = (*CLASSIFICATION_METRICS, *REGRESSION_METRICS)
+#: Serving health of an inference monitor's windows, from its inference table.
+HEALTH_METRICS = (
+    "request_count",
+    "error_rate",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+)
+#: Drift statistics and distances of a column against the baseline or previous window.
+DRIFT_STATISTICS = (
+    "ks_statistic",
+    "ks_pvalue",
+    "chi_squared_statistic",
+    "chi_squared_pvalue",
+    "population_stability_index",
+    "js_distance",
+    "tv_distance",
+    "l_infinity_distance",
+    "wasserstein_distance",
+)
+DRIFT_DELTAS = ("count_delta", "avg_delta", "percent_null_delta")
+#: The verdict: the chosen method's score against its threshold, and the dataset's share.
+DRIFT_VERDICTS = (
+    "drift_score",
+    "drift_threshold",
+    "drift_detected",
+    "drift_share",
+    "dataset_drift",
+)
+PROFILE_METRICS = frozenset([*COLUMN_METRICS, *QUALITY_METRICS, *HEALTH_METRICS]) - {
+    "quantiles",
+    "frequent_items",
+}
+DRIFT_METRICS = frozenset([*DRIFT_STATISTICS, *DRIFT_DELTAS, *DRIFT_VERDICTS])
+
+
+def matched(pattern: re.Pattern[str], value: str, problem: str) -> str:
+    """``value`` when ``pattern`` matches all of it; else a ValueError saying ``problem``."""
+    if not pattern.fullmatch(value):
+        raise ValueError(problem)
+    return value
 
 
 class AlertWindows(Strict):
@@ -185,19 +211,19 @@ class AlertRule(Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _RULE_NAME.fullmatch(value):
-            raise ValueError(
-                f"alert name {value!r} is not valid: use letters, digits, '_', '.' or '-', "
-                "starting with a letter or '_' (at most 64 characters)"
-            )
-        return value
+        return matched(
+            _RULE_NAME,
+            value,
+            f"alert name {value!r} is not valid: use letters, digits, '_', '.' or '-', "
+            "starting with a letter or '_' (at most 64 characters)",
+        )
 
     @field_validator("granularity")
     @classmethod
     def _granularity(cls, value: str | None) -> str | None:
-        if value is not None and value not in _WINDOW_SIZES:
+        if value is not None and value not in WINDOW_SIZES:
             raise ValueError(
-                f"granularity {value!r} is not allowed (allowed: {', '.join(_WINDOW_SIZES)})"
+                f"granularity {value!r} is not allowed (allowed: {', '.join(WINDOW_SIZES)})"
             )
         return value
 
@@ -271,9 +297,7 @@ class SmtpConfig(Strict):
     @field_validator("sender")
     @classmethod
     def _sender(cls, value: str) -> str:
-        if not _EMAIL.fullmatch(value):
-            raise ValueError(f"smtp from {value!r} is not an email address")
-        return value
+        return matched(_EMAIL, value, f"smtp from {value!r} is not an email address")
 
     @model_validator(mode="after")
     def _check(self) -> SmtpConfig:

@@ -34,20 +34,10 @@ from pydantic import Field, field_validator, model_validator
 
 from lakeforge.project._base import Strict
 from lakeforge.project._jobs import CronSchedule
-from lakeforge.project._monitor_alerts import AlertRule
+from lakeforge.project._monitor_alerts import GRANULARITIES, AlertRule, matched
 
 ProfileType = Literal["snapshot", "time_series", "inference"]
 ProblemType = Literal["classification", "regression"]
-#: Window sizes a time-series or inference monitor may use (Databricks' list).
-GRANULARITIES = (
-    "5 minutes",
-    "30 minutes",
-    "1 hour",
-    "1 day",
-    "1 week",
-    "1 month",
-    "1 year",
-)
 #: Drift methods a column may be given (Evidently's names, plus the distances computed anyway).
 DRIFT_METHODS = (
     "ks",
@@ -96,9 +86,7 @@ class CustomMetric(Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _IDENT.fullmatch(value):
-            raise ValueError(f"custom metric name {value!r}: use letters, digits and '_'")
-        return value
+        return matched(_IDENT, value, f"custom metric name {value!r}: use letters, digits and '_'")
 
     @model_validator(mode="after")
     def _placeholders(self) -> CustomMetric:
