@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 # A SQL result up to this size is counted before scoring (small inputs score in-process).
 _COUNT_UP_TO = 100_000
+# Rows a worker scores at once: large enough that per-call costs vanish, small enough
+# that a worker's memory does not grow with the table's row groups.
+UNIT_ROWS = 131_072
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,7 @@ def table_source(ws: Workspace, table: str, *, version: int | None, chunk_rows: 
         return Source(schema, _group(iter(units), chunk_rows), str(name), pinned, keys, rows)
     # Remote, partitioned or with reader features: the driver streams the snapshot.
     dataset = dt.to_pyarrow_dataset()
-    batches = dataset.to_batches(batch_size=min(chunk_rows, 131_072))
+    batches = dataset.to_batches(batch_size=min(chunk_rows, UNIT_ROWS))
     rows = dataset.count_rows()
     return Source(
         dataset.schema,
@@ -150,7 +153,7 @@ def sql_source(
     """
     from lakeforge.lakehouse import SqlSession
 
-    reader = SqlSession(ws.tables).stream(query, batch_rows=min(chunk_rows, 131_072))
+    reader = SqlSession(ws.tables).stream(query, batch_rows=min(chunk_rows, UNIT_ROWS))
     batches = iter(reader)
     ahead: list[pa.RecordBatch] = []
     read = 0
@@ -179,14 +182,16 @@ def data_source(data: Any, *, chunk_rows: int) -> Source:
 
 
 def _row_groups(files: list[str], schema: pa.Schema, chunk_rows: int) -> list[Unit]:
-    """A unit per row group, or per ``chunk_rows`` slice of one larger than that."""
+    """A unit per row group, or per slice of one larger than ``UNIT_ROWS`` (or than a
+    chunk): every worker gets work, and holds one bounded unit at a time."""
     units: list[Unit] = []
+    size = min(chunk_rows, UNIT_ROWS)
     for path in files:
         metadata = pq.ParquetFile(path).metadata
         for index in range(metadata.num_row_groups):
             total = metadata.row_group(index).num_rows
-            for start in range(0, total, chunk_rows):
-                rows = min(chunk_rows, total - start)
+            for start in range(0, total, size):
+                rows = min(size, total - start)
                 units.append(FileUnit(path, index, start, rows, rows == total, schema))
     return units
 
