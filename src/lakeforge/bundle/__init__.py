@@ -1,5 +1,6 @@
 """``lakeforge deploy``: a target gets the project's declared resources (tables, jobs,
-endpoints) and a snapshot of its code at its commit, which the target's jobs run."""
+endpoints) and a snapshot of its code at its commit, which the target's jobs and servers
+run."""
 
 from lakeforge.bundle._deploy import (
     Change,
@@ -17,6 +18,7 @@ from lakeforge.bundle._deploy import (
     summary,
 )
 from lakeforge.bundle._errors import DeployError
+from lakeforge.bundle._serving import ServedSpecs, served_endpoints
 from lakeforge.bundle._snapshot import Deployment
 from lakeforge.bundle._snapshot import current as current_deployment
 from lakeforge.bundle._snapshot import get as get_deployment
@@ -37,6 +39,8 @@ __all__ = [
     "get_deployment",
     "plan",
     "render",
+    "served_endpoints",
+    "ServedSpecs",
     "spec_hash",
     "summary",
 ]

@@ -392,6 +392,7 @@ def deploy(
                 ("jobs", ws.project.config.jobs),
                 ("tables", ws.project.config.tables),
                 ("endpoints", ws.project.config.endpoints),
+                ("llm_endpoints", ws.project.config.llm_endpoints),
                 ("monitors", ws.project.config.all_monitors()),
             )
         },

@@ -4,7 +4,8 @@
 when a dirty tree is allowed) into ``<target home>/deployments/<snapshot>/``:
 
 - ``code/``: the files; deployed jobs run here (working directory, first on sys.path);
-- ``lakeforge.yaml``: the resolved resources (jobs, tables, endpoints) the target runs;
+- ``lakeforge.yaml``: the resolved resources (jobs, tables, endpoints, monitors) the
+  target runs;
 - ``manifest.json``: commit, dirty flag and the content hash.
 
 A snapshot is staged in a temporary folder and renamed into place, its files are
@@ -33,7 +34,7 @@ from sqlalchemy import Connection, insert, select
 
 from lakeforge._identity import current_user
 from lakeforge.bundle._errors import DeployError
-from lakeforge.project import JobSpec
+from lakeforge.project import EndpointSpec, JobSpec, LLMEndpointSpec
 from lakeforge.state import as_utc, deployments
 
 if TYPE_CHECKING:
@@ -78,8 +79,23 @@ class Deployment:
 
     def jobs(self) -> dict[str, JobSpec]:
         """The job specs deployed with this snapshot."""
-        raw = yaml.safe_load((self.path / RESOURCES).read_text()) or {}
+        raw = self._resources()
         return {name: JobSpec.model_validate(spec) for name, spec in raw.get("jobs", {}).items()}
+
+    def endpoints(self) -> dict[str, EndpointSpec | LLMEndpointSpec]:
+        """The serving endpoints, model and LLM ones, deployed with this snapshot."""
+        raw = self._resources()
+        found: dict[str, EndpointSpec | LLMEndpointSpec] = {
+            name: EndpointSpec.model_validate(spec)
+            for name, spec in raw.get("endpoints", {}).items()
+        }
+        for name, spec in raw.get("llm_endpoints", {}).items():
+            found[name] = LLMEndpointSpec.model_validate(spec)
+        return found
+
+    def _resources(self) -> dict[str, Any]:
+        raw: dict[str, Any] = yaml.safe_load((self.path / RESOURCES).read_text()) or {}
+        return raw
 
     def verify(self) -> None:
         """Refuse a snapshot whose files changed since it was deployed."""

@@ -27,13 +27,18 @@ def serve_command(
         typer.Option(help="Serve one model, NAME@ALIAS or NAME/VERSION, without declaring it."),
     ] = None,
 ) -> None:
-    """Serve the endpoints declared in lakeforge.yaml (MLflow and V2 protocols, /metrics)
-    and its LLM endpoints (OpenAI-compatible API under /v1)."""
+    """Serve the target's endpoints (MLflow and V2 protocols, /metrics) and its LLM endpoints
+    (OpenAI-compatible API under /v1): on a production-mode target those of its current
+    deployment, on a development-mode one those in lakeforge.yaml."""
+    from lakeforge.bundle import served_endpoints
     from lakeforge.serving import endpoint_for_model, prepare, select_endpoints, serve
 
     ws = workspace(ctx)
+    source = "the command line"
     if model is None:
-        endpoints = select_endpoints(ws, endpoint)
+        served = served_endpoints(ws)
+        source = served.source
+        endpoints = select_endpoints(served.endpoints, endpoint, source=source)
     else:
         endpoints = dict([endpoint_for_model(model)])
     recovered = prepare(ws, endpoints)
@@ -42,7 +47,7 @@ def serve_command(
             console.print(f"{name}: recovered {rows} spooled inference log row(s)")
     names = ", ".join(endpoints)
     console.print(
-        f"serving {names} (target {ws.target.name}) on http://{host}:{port} "
+        f"serving {names} (target {ws.target.name}, from {source}) on http://{host}:{port} "
         f"with {workers} worker(s); Ctrl+C stops"
     )
     serve(ws, endpoints, host=host, port=port, workers=workers)

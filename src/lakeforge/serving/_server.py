@@ -1,7 +1,9 @@
 """``lakeforge serve``: check the endpoints, recover inference and LLM logs, run the workers.
 
 Model endpoints (``endpoints:``) and LLM endpoints (``llm_endpoints:``) are served side by
-side by the same workers; ``-e NAME`` selects either kind.
+side by the same workers; ``-e NAME`` selects either kind. The workers get the specs from
+here (never from the working copy): the caller chooses them, from a deployment on a
+production-mode target.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import re
 import signal
 import tempfile
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from lakeforge.errors import ConfigError
@@ -39,20 +42,24 @@ def endpoint_for_model(ref: str) -> tuple[str, EndpointSpec]:
     return match["model"].rsplit(".", 1)[-1], EndpointSpec(served_entities=[entity])
 
 
-def select_endpoints(ws: Workspace, names: list[str] | None) -> dict[str, AnySpec]:
-    """The declared endpoints to serve, model and LLM ones: ``names``, or all of them."""
-    config = ws.project.config
-    declared: dict[str, AnySpec] = {**config.endpoints, **config.llm_endpoints}
+def select_endpoints(
+    declared: Mapping[str, AnySpec], names: list[str] | None, *, source: str = "lakeforge.yaml"
+) -> dict[str, AnySpec]:
+    """The endpoints to serve, model and LLM ones: ``names`` of ``declared``, or all of them.
+
+    ``source`` names where ``declared`` comes from (the working copy or a deployment).
+    """
     if not declared:
         raise ConfigError(
-            "lakeforge.yaml declares no endpoints",
-            hint="add an `endpoints:` or `llm_endpoints:` section, or serve one model with "
-            "--model NAME@ALIAS",
+            f"{source} declares no endpoints",
+            hint="add an `endpoints:` or `llm_endpoints:` section (and deploy it on a "
+            "production-mode target), or serve one model with --model NAME@ALIAS",
         )
     unknown = [n for n in names or [] if n not in declared]
     if unknown:
         raise ConfigError(
-            f"unknown endpoint(s) {', '.join(unknown)} (declared: {', '.join(declared)})"
+            f"unknown endpoint(s) {', '.join(unknown)} in {source} "
+            f"(declared: {', '.join(declared)})"
         )
     return {n: declared[n] for n in names} if names else dict(declared)
 
