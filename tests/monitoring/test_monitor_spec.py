@@ -201,3 +201,38 @@ def test_production_refreshes_the_deployed_spec_only(tmp_path: Path) -> None:
         assert monitor_spec(ws, "m").columns == ["x"]  # the working copy is not deployed
         with lakeforge.connect("dev", project_dir=folder) as dev:
             assert monitor_spec(dev, "m").columns == ["x", "y"]
+
+
+def test_a_monitor_schedule_becomes_a_deployed_refresh_job(tmp_path: Path) -> None:
+    from lakeforge.bundle import deploy, deployed_jobs
+    from lakeforge.jobs import JobRunner
+    from tests.conftest import git_init
+
+    folder = _project(
+        tmp_path,
+        "monitors:\n  m:\n    table: s.t\n"
+        "    schedule: {cron: '0 6 * * *', timezone: UTC}\n"
+        "  unscheduled: {table: s.t}\n",
+    )
+    git_init(folder)
+    with lakeforge.connect("prod", project_dir=folder) as ws:
+        ws.tables.write("prod.s.t", pa.table({"x": [1.0, 2.0, 3.0]}))
+        plan = deploy(ws)
+        assert ("create", "job", "monitor_m") in [(c.action, c.kind, c.name) for c in plan.changes]
+        assert list(deployed_jobs(ws)) == ["monitor_m"]
+        runner = JobRunner(ws)
+        job = runner.spec("monitor_m")
+        assert job.schedule is not None and job.schedule.cron == "0 6 * * *"
+        run = runner.run("monitor_m")
+        assert run is not None and run.status == "succeeded", run
+        assert ws.tables.exists("prod.s.t_profile_metrics")
+
+
+def test_a_job_named_like_a_monitors_refresh_job_is_refused(tmp_path: Path) -> None:
+    folder = _project(
+        tmp_path,
+        "monitors:\n  m: {table: s.t, schedule: {cron: '0 6 * * *'}}\n"
+        "jobs:\n  monitor_m: {tasks: [{key: a, python: 'x:y'}]}\n",
+    )
+    with pytest.raises(ConfigError, match="it gets the refresh job 'monitor_m'"):
+        Project.load(folder)

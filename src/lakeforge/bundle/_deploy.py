@@ -168,7 +168,8 @@ def plan(ws: Workspace) -> Plan:
         if found is not None:
             drift.append(found)
 
-    for job, job_spec in config.jobs.items():
+    jobs = config.all_jobs()
+    for job, job_spec in jobs.items():
         name = deployed_name(ws, job)
         spec = canonical_json(job_spec)
         row = recorded.get(("job", job))
@@ -210,7 +211,7 @@ def plan(ws: Workspace) -> Plan:
             changes.append(Change("update", "monitor", monitor, monitor, spec, fields=fields))
 
     by_kind: dict[str, Any] = {
-        "job": config.jobs,
+        "job": jobs,
         "endpoint": config.endpoints,
         "monitor": monitors,
     }
@@ -389,7 +390,7 @@ def deploy(
         **{
             kind: {name: spec.model_dump(mode="json") for name, spec in specs.items()}
             for kind, specs in (
-                ("jobs", ws.project.config.jobs),
+                ("jobs", ws.project.config.all_jobs()),
                 ("tables", ws.project.config.tables),
                 ("endpoints", ws.project.config.endpoints),
                 ("llm_endpoints", ws.project.config.llm_endpoints),

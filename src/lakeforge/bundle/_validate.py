@@ -49,7 +49,7 @@ def check_references(ws: Workspace, code_dir: Path, what: str) -> list[str]:
     problems: list[str] = []
     calls: list[tuple[str, str, str]] = []
     declared = _declared_tables(ws)
-    for job, spec in ws.project.config.jobs.items():
+    for job, spec in ws.project.config.all_jobs().items():
         for task in spec.tasks:
             field = f"jobs.{job}.tasks.{task.key}"
             if task.python:

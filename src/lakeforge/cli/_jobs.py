@@ -90,7 +90,7 @@ def list_jobs(ctx: typer.Context) -> None:
     """Jobs declared in the project, with their schedule and state."""
     runner = _runner(ctx)
     table = Table("job", "tasks", "schedule", "paused", "description", header_style="bold cyan")
-    for name, spec in runner.ws.project.config.jobs.items():
+    for name, spec in runner.ws.project.config.all_jobs().items():
         schedule = f"{spec.schedule.cron} ({spec.schedule.timezone})" if spec.schedule else ""
         table.add_row(
             name,

@@ -86,7 +86,7 @@ class Sources:
         return self._deployed(job, deployment)
 
     def working_copy(self, job: str) -> JobSource:
-        jobs = self.ws.project.config.jobs
+        jobs = self.ws.project.config.all_jobs()
         if job not in jobs:
             raise JobError(f"unknown job {job!r} (jobs: {', '.join(jobs) or 'none declared'})")
         folder = self.ws.project.directory

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from lakeforge.errors import ConfigError
 from lakeforge.project._base import Strict
 from lakeforge.project._endpoints import EndpointSpec
-from lakeforge.project._jobs import JobSpec, TableSpec
+from lakeforge.project._jobs import JobSpec, TableSpec, TaskSpec
 from lakeforge.project._llm import LLMEndpointSpec
 from lakeforge.project._monitor_alerts import SmtpConfig
 from lakeforge.project._monitors import MonitorSpec
@@ -21,6 +21,7 @@ from lakeforge.project._policy import DeploymentPolicy
 from lakeforge.project._webhooks import SECRET_SOURCES, WebhookConfig
 
 PROJECT_FILE = "lakeforge.yaml"
+MONITOR_JOB_PREFIX = "monitor_"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -140,6 +141,40 @@ class ProjectConfig(Strict):
                 monitor = spec.monitor.to_monitor(endpoint, spec.inference_table.table)
                 found[monitor.name] = monitor
         return found
+
+    def all_jobs(self) -> dict[str, JobSpec]:
+        """The jobs under ``jobs:`` and, for each monitor with a ``schedule``, its refresh
+        job ``monitor_<name>`` (one ``lakeforge.tasks:refresh_monitor`` task on that
+        schedule), which deploy creates and the scheduler fires like any job."""
+        found = dict(self.jobs)
+        for name, monitor in self.all_monitors().items():
+            if monitor.schedule is not None:
+                found[MONITOR_JOB_PREFIX + name] = JobSpec(
+                    description=f"Refresh monitor {name} and evaluate its alerts",
+                    tasks=[
+                        TaskSpec(
+                            key="refresh",
+                            python="lakeforge.tasks:refresh_monitor",
+                            parameters={"name": name},
+                        )
+                    ],
+                    schedule=monitor.schedule,
+                )
+        return found
+
+    @model_validator(mode="after")
+    def _monitor_jobs(self) -> ProjectConfig:
+        for name, monitor in self.all_monitors().items():
+            if monitor.schedule is None:
+                continue
+            job = MONITOR_JOB_PREFIX + name
+            if job in self.jobs:
+                raise ValueError(
+                    f"monitor {name!r} has a schedule, so it gets the refresh job {job!r}, but "
+                    f"jobs: declares a job {job!r} too; rename that job"
+                )
+            check_name(job, f"monitor {name!r} has a schedule: its refresh job name")
+        return self
 
     @field_validator("jobs")
     @classmethod
