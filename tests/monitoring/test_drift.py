@@ -304,3 +304,14 @@ def test_sturges_bins_equal_numpys_including_integer_widening(integer: bool) -> 
     ref_p, cur_p, by_value = _Pair(cur, ref).evidently_bins()
     assert not by_value
     assert ref_p == pytest.approx(np.histogram(raw[: len(raw) // 2], expected)[0] / 2_200_000)
+
+
+def test_a_window_under_the_minimum_count_gets_statistics_but_no_verdict() -> None:
+    reference = num(RNG.normal(0, 1, 5_000))
+    tiny = num(RNG.normal(3, 1, 12))  # shifted far: decided, it would be drift
+    decided = drift_row(tiny, reference)
+    assert decided["drift_detected"] is True
+    held = drift_row(tiny, reference, min_count=30)
+    assert held["drift_detected"] is None
+    assert held["drift_score"] == decided["drift_score"] and held["ks_statistic"] is not None
+    assert dataset_drift([held]) == {"drift_share": None, "dataset_drift": None}

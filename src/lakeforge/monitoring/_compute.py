@@ -337,6 +337,7 @@ class Profiler:
                 ref.summary,
                 method=override.method if override else None,
                 threshold=override.threshold if override else None,
+                min_count=self.spec.drift_min_count,
             )
             row = {**self._keys(summary, ref, drift_type), **metrics}
             row.update(self._custom_drift(summary, ref))

@@ -109,10 +109,13 @@ def drift_row(
     *,
     method: str | None = None,
     threshold: float | None = None,
+    min_count: int = 1,
 ) -> dict[str, Any]:
     """The drift_metrics metric columns for ``current`` against ``reference``.
 
-    ``method`` and ``threshold`` override Evidently's defaults for this column.
+    ``method`` and ``threshold`` override Evidently's defaults for this column. With fewer
+    than ``min_count`` values in ``current`` the statistics are kept but there is no
+    verdict (``drift_detected`` None).
     """
     if current.kind != reference.kind:
         raise ConfigError(
@@ -143,7 +146,7 @@ def drift_row(
         drift_method=chosen.name,
         drift_score=score,
         drift_threshold=limit,
-        drift_detected=chosen.detected(score, limit),
+        drift_detected=chosen.detected(score, limit) if current.valid >= min_count else None,
     )
     return row
 

@@ -145,6 +145,12 @@ class _MonitorFields(Strict):
     )
     drift: dict[str, DriftOverride] = Field(default_factory=dict)
     dataset_drift_share: float = Field(default=0.5, gt=0, le=1)
+    drift_min_count: int = Field(
+        default=30,
+        ge=1,
+        description="A column with fewer values than this in a window gets its drift "
+        "statistics but no verdict (drift_detected null): a tiny window drifts on everything.",
+    )
     custom_metrics: list[CustomMetric] = Field(default_factory=list)
     labels: LabelsSpec | None = None
     output_schema: str | None = Field(
