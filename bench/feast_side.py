@@ -1,9 +1,10 @@
 """The Feast half of the feature benchmarks; run it with the Python of a venv holding Feast.
 
 Not imported by Lakeforge: ``features_pit.py`` and ``features_online.py`` start it as
-``<feast-python> bench/feast_side.py pit|online ...`` and read one ``BENCH_RESULT <json>``
-line from its stdout (the same protocol as ``_common.py``, which this file does not
-import so that it runs in a venv without Lakeforge). The FeatureStore is built
+``<feast-python> bench/feast_side.py pit|online ...``. ``pit`` prints one
+``BENCH_RESULT <json>`` line (the same protocol as ``_common.py``, which this file does not
+import so that it runs in a venv without Lakeforge); ``online`` loads the store, then serves
+timed read blocks on stdin/stdout (``_online_worker.py``, standard library only). The FeatureStore is built
 programmatically in a temporary repo folder, removed afterwards.
 """
 
@@ -18,6 +19,8 @@ import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from _online_worker import done, serve  # bench/ is this script's folder: on sys.path
 
 RESULT_MARK = "BENCH_RESULT "
 FEATURES = ["f1", "f2", "f3"]
@@ -112,13 +115,6 @@ def pit(args: argparse.Namespace) -> None:
         shutil.rmtree(repo, ignore_errors=True)
 
 
-def percentiles(samples: list[float]) -> dict[str, float]:
-    import numpy as np
-
-    ms = np.asarray(samples) * 1000.0
-    return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99))}
-
-
 def online(args: argparse.Namespace) -> None:
     import pyarrow.parquet as pq
 
@@ -147,30 +143,16 @@ def online(args: argparse.Namespace) -> None:
             lookup(rows)
         # correctness probe: first batch's values (checked by the parent)
         probe = lookup(batches[0])
-        single_t, batch_t = [], []
-        for rows in singles:
-            start = time.perf_counter()
-            lookup(rows)
-            single_t.append(time.perf_counter() - start)
-        for rows in batches:
-            start = time.perf_counter()
-            lookup(rows)
-            batch_t.append(time.perf_counter() - start)
-        emit(
-            f"feast-{args.store}",
-            len(data),
-            single_t,
-            imported,
-            single=percentiles(single_t),
-            batch=percentiles(batch_t),
-            load_s=load_s,
-            probe={f: probe[f] for f in FEATURES},
+        serve(
+            {"load_s": load_s, "import_mib": imported, "probe": {f: probe[f] for f in FEATURES}},
+            {"single": lambda i: lookup(singles[i]), "batch": lambda i: lookup(batches[i])},
         )
     finally:
         try:
             store.teardown()
         finally:
             shutil.rmtree(repo, ignore_errors=True)
+    done(peak_rss_mib())
 
 
 def main() -> None:
@@ -179,7 +161,9 @@ def main() -> None:
     p = sub.add_parser("pit", help="get_historical_features over the benchmark's Parquet data")
     p.add_argument("--root", required=True)
     p.add_argument("--reps", type=int, default=1)
-    o = sub.add_parser("online", help="get_online_features on a sqlite or redis online store")
+    o = sub.add_parser(
+        "online", help="get_online_features on a sqlite or redis online store (a read worker)"
+    )
     o.add_argument("--root", required=True)
     o.add_argument("--store", choices=["sqlite", "redis"], required=True)
     o.add_argument("--redis", default="127.0.0.1:6379")

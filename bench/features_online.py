@@ -8,7 +8,7 @@ with ``numpy.random.default_rng(7)``) is written once under ``bench/.data/online
 loaded untimed, then read with the same keys: single-key lookups and batches of 100
 keys, each call timed on its own; p50 and p99 in milliseconds.
 
-Sides, each in its own process:
+Sides, each in its own process (a read worker, ``_online_worker.py``):
 
 * ``lakeforge-sqlite``: ``ws.publish_table`` to the project's SQLite online store, then
   ``online_store(ws).read(table, keys_table, keys=["k"])``, in process;
@@ -16,6 +16,10 @@ Sides, each in its own process:
   ``redis://127.0.0.1:6379/0`` in a namespace of its own, read over loopback;
 * ``feast-sqlite`` / ``feast-redis``: ``bench/feast_side.py online`` in the Feast venv:
   ``write_to_online_store`` then ``get_online_features(...).to_dict()``.
+
+The Lakeforge and Feast workers of one store are both loaded, then read in alternating
+blocks (50 single-key reads, 5 batches; the side that goes first alternates too), so a
+load spike on a shared machine falls on both sides alike.
 
 Redis keys written by the run (its own namespace / Feast project) are removed at the end.
 """
@@ -27,28 +31,24 @@ import importlib.util
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from _common import (
-    BENCH_DIR,
-    DATA_DIR,
-    SideResult,
-    emit,
-    machine,
-    peak_rss_mib,
-    rss_mib,
-    run_side,
-    versions,
-)
+from _common import BENCH_DIR, DATA_DIR, SideResult, machine, peak_rss_mib, rss_mib, versions
+from _online_worker import done, serve
 
 TABLE = "dev.fs.online"
 FEATURES = ["f1", "f2", "f3"]
 BATCH = 100
-TARGET_P99_MS = {"sqlite": 1.0, "redis": 2.0}
-TARGET_FEAST_SPEEDUP = 5.0
+BASIC = ["single", "batch"]  # the modes a worker has unless it says otherwise (Feast's)
+TARGET_P99_MS = {"sqlite": 1.0, "redis": 0.5}
+TARGET_FEAST_SPEEDUP = 2.0
+# what each worker times: single keys through ``lookup`` (Python rows in and out, as Feast's
+# ``to_dict``) and through ``read`` (Arrow in and out; Lakeforge only), batches through ``read``
+MODES = {"single": 50, "single_arrow": 50, "batch": 5}  # reads per alternating block
 DEFAULT_FEAST_PYTHON = BENCH_DIR / ".venv-feast" / "bin" / "python"
 REDIS_PYLIB = DATA_DIR / "pylib"  # pip install --target bench/.data/pylib redis
 
@@ -101,10 +101,8 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99))}
 
 
-def lakeforge_side(
-    root: Path, kind: str, redis_url: str, namespace: str, warmup: int
-) -> SideResult:
-    """Publish to the store (untimed), then time every single-key and batch read."""
+def lakeforge_side(root: Path, kind: str, redis_url: str, namespace: str, warmup: int) -> None:
+    """Publish to the store (untimed), then serve timed single-key and batch reads."""
     import pyarrow as pa
 
     import lakeforge
@@ -113,6 +111,7 @@ def lakeforge_side(
 
     imported = rss_mib()
     plan = json.loads((root / "plan.json").read_text())
+    single_rows = [[{"k": k}] for k in plan["single"]]
     singles = [pa.table({"k": pa.array([k], pa.int64())}) for k in plan["single"]]
     batches = [pa.table({"k": pa.array(keys, pa.int64())}) for keys in plan["batch"]]
     with lakeforge.connect("dev", project_dir=root / "bench_online") as ws:
@@ -127,33 +126,84 @@ def lakeforge_side(
             load_s = time.perf_counter() - start
             for keys in singles[:warmup] + batches[:warmup]:
                 store.read(TABLE, keys, keys=["k"])
+            for rows in single_rows[:warmup]:
+                store.lookup(TABLE, rows)
             probe = store.read(TABLE, batches[0], keys=["k"])
-            single_t, batch_t = [], []
-            for keys in singles:
-                t0 = time.perf_counter()
-                store.read(TABLE, keys, keys=["k"])
-                single_t.append(time.perf_counter() - t0)
-            for keys in batches:
-                t0 = time.perf_counter()
-                store.read(TABLE, keys, keys=["k"])
-                batch_t.append(time.perf_counter() - t0)
+            serve(
+                {
+                    "load_s": load_s,
+                    "import_mib": imported,
+                    "probe": {f: probe.column(f).to_pylist() for f in FEATURES},
+                    "modes": list(MODES),
+                },
+                {
+                    "single": lambda i: store.lookup(TABLE, single_rows[i]),
+                    "single_arrow": lambda i: store.read(TABLE, singles[i], keys=["k"]),
+                    "batch": lambda i: store.read(TABLE, batches[i], keys=["k"]),
+                },
+            )
         finally:
             if kind == "redis":
                 store.drop(TABLE)
             store.close()
-    return SideResult(
-        f"lakeforge-{kind}",
-        len(plan["single"]),
-        single_t,
-        peak_rss_mib(),
-        imported,
-        {
-            "single": percentiles(single_t),
-            "batch": percentiles(batch_t),
-            "load_s": load_s,
-            "probe": {f: probe.column(f).to_pylist() for f in FEATURES},
-        },
-    )
+    done(peak_rss_mib())
+
+
+class Worker:
+    """A side's read worker process, driven over its stdin/stdout."""
+
+    def __init__(self, name: str, cmd: list[str]) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.ready = self._expect("READY")
+        self.times: dict[str, list[float]] = {m: [] for m in self.ready.get("modes", BASIC)}
+
+    def _expect(self, mark: str) -> Any:
+        """The JSON after the next ``mark`` line; other output is echoed."""
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith(mark + " "):
+                return json.loads(line[len(mark) + 1 :])
+            print(line, end="")
+        raise RuntimeError(f"{self.name}: exited ({self.proc.wait()}) before {mark}")
+
+    def run(self, mode: str, start: int, stop: int) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{mode} {start} {stop}\n")
+        self.proc.stdin.flush()
+        self.times[mode] += self._expect("TIMES")
+
+    def finish(self) -> SideResult:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.close()
+        peak = self._expect("DONE")["peak_mib"]
+        self.proc.wait()
+        extra = {mode: percentiles(t) for mode, t in self.times.items()}
+        extra |= {"load_s": self.ready["load_s"], "probe": self.ready["probe"]}
+        return SideResult(
+            self.name,
+            len(self.times["single"]),
+            self.times["single"],
+            peak,
+            self.ready["import_mib"],
+            extra,
+        )
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def interleave(workers: list[Worker], singles: int, batches: int) -> None:
+    """Run every read on every worker, in alternating blocks."""
+    for mode, block in MODES.items():
+        total = batches if mode == "batch" else singles
+        for j, start in enumerate(range(0, total, block)):
+            for worker in workers if j % 2 == 0 else workers[::-1]:
+                if mode in worker.times:
+                    worker.run(mode, start, min(start + block, total))
 
 
 def redis_cleanup(redis_url: str, patterns: list[str]) -> int:
@@ -197,7 +247,7 @@ def main() -> None:
     batches = args.batches or (50 if args.quick else 200)
 
     if args.side:
-        emit(lakeforge_side(args.root, args.side, args.redis_url, args.namespace, args.warmup))
+        lakeforge_side(args.root, args.side, args.redis_url, args.namespace, args.warmup)
         return
 
     stores = [s for s in args.stores.split(",") if s]
@@ -213,9 +263,10 @@ def main() -> None:
         )
     print(
         f"features_online benchmark: {args.keys:,} keys; {singles:,} single-key and {batches} "
-        f"x {BATCH}-key reads per store after {args.warmup} warm-up each; {machine()}"
+        f"x {BATCH}-key reads per store after {args.warmup} warm-up each, the sides "
+        f"interleaved; {machine()}"
     )
-    print(versions("pyarrow", "duckdb", "redis"))
+    print(versions("pyarrow", "duckdb", "redis", "hiredis"))
     root = build(args.keys, singles, batches, args.rebuild)
     tag = f"lfbench_{os.getpid()}"
     feast_ok = not args.no_feast and Path(args.feast_python).exists()
@@ -224,30 +275,25 @@ def main() -> None:
         for kind in stores:
             common = ["--root", str(root), "--warmup", str(args.warmup)]
             common += ["--redis-url", args.redis_url, "--namespace", tag]
-            results[f"lakeforge-{kind}"] = run_side(__file__, kind, common)
-            if feast_ok:
-                host = args.redis_url.split("://", 1)[1].split("/", 1)[0]
-                cmd = [
-                    args.feast_python,
-                    str(BENCH_DIR / "feast_side.py"),
-                    "online",
-                    "--root",
-                    str(root),
-                    "--store",
-                    kind,
-                    "--redis",
-                    host,
-                    "--project",
-                    tag,
-                    "--warmup",
-                    str(args.warmup),
-                ]
-                start = time.perf_counter()
-                res = _run_cmd(cmd)
-                if res is None:
-                    print(f"feast-{kind}: failed after {time.perf_counter() - start:.0f} s")
-                else:
-                    results[f"feast-{kind}"] = res
+            workers = [
+                Worker(f"lakeforge-{kind}", [sys.executable, __file__, "--side", kind, *common])
+            ]
+            try:
+                if feast_ok:
+                    host = args.redis_url.split("://", 1)[1].split("/", 1)[0]
+                    feast = [args.feast_python, str(BENCH_DIR / "feast_side.py"), "online"]
+                    feast += ["--root", str(root), "--store", kind, "--redis", host]
+                    feast += ["--project", tag, "--warmup", str(args.warmup)]
+                    try:
+                        workers.append(Worker(f"feast-{kind}", feast))
+                    except RuntimeError as exc:  # Feast failed: report it, run Lakeforge alone
+                        print(exc)
+                interleave(workers, singles, batches)
+                for worker in workers:
+                    results[worker.name] = worker.finish()
+            finally:
+                for worker in workers:
+                    worker.kill()
     finally:
         if "redis" in stores:
             left = redis_cleanup(args.redis_url, [f"lakeforge:{tag}:*", f"*{tag}*"])
@@ -266,6 +312,13 @@ def main() -> None:
             f"{name:<17} {s['p50']:>10.3f} {s['p99']:>10.3f} {b['p50']:>10.3f} "
             f"{b['p99']:>10.3f} {res.extra['load_s']:>7.1f} {res.peak_mib:>9.0f}"
         )
+    for name, res in results.items():
+        if "single_arrow" in res.extra:
+            a = res.extra["single_arrow"]
+            print(
+                f"{name}: single key through read() (Arrow in and out): p50 {a['p50']:.3f} ms, p99 {a['p99']:.3f} ms"
+            )
+    print("single: lookup() for Lakeforge (Python rows), get_online_features().to_dict() for Feast")
     if not feast_ok:
         print(f"feast: not run ({'--no-feast' if args.no_feast else 'no ' + args.feast_python})")
 
@@ -304,23 +357,6 @@ def _same_probe(a: dict[str, list[Any]], b: dict[str, list[Any]]) -> bool:
         and all(x == y or (x is None and y is None) for x, y in zip(a[f], b[f], strict=True))
         for f in FEATURES
     )
-
-
-def _run_cmd(cmd: list[str]) -> SideResult | None:
-    """Run a Feast side (its own venv), echo its output, return its result."""
-    import subprocess
-
-    from _common import RESULT_MARK
-
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
-    lines = proc.stdout.splitlines()
-    for ln in lines:
-        if not ln.startswith(RESULT_MARK):
-            print(ln)
-    found = [ln for ln in lines if ln.startswith(RESULT_MARK)]
-    if proc.returncode != 0 or not found:
-        return None
-    return SideResult(**json.loads(found[-1][len(RESULT_MARK) :]))
 
 
 if __name__ == "__main__":

@@ -54,8 +54,10 @@ class _TableLookup:
             ),
         )
 
-    def read(self, store: OnlineStore, data: pd.DataFrame) -> dict[str, pa.ChunkedArray]:
-        """The output columns not already in ``data``, read in one batch call."""
+    def read(
+        self, store: OnlineStore, data: pd.DataFrame, series: dict[str, pd.Series]
+    ) -> dict[str, pa.ChunkedArray]:
+        """The output columns not already in ``data`` (its columns: ``series``), in one read."""
         wanted = [f for f in self.features if f.output not in data.columns]
         if not wanted:
             return {}
@@ -66,7 +68,7 @@ class _TableLookup:
                     f"lookup on {self.table}: lookup key column {column!r} is not in the "
                     f"scoring input (columns: {', '.join(map(str, data.columns))})"
                 )
-            keys[table_key] = pa.array(data[column], from_pandas=True)
+            keys[table_key] = pa.array(series[column], from_pandas=True)
         found = store.read(
             self.table,
             pa.table(keys),
@@ -97,15 +99,17 @@ class OnlineFeatureLookup:
             FeatureFunction(f["udf_name"], f["input_bindings"], f["output_name"])
             for f in spec["functions"]
         ]
+        self._indexes: dict[tuple[str, ...], pd.Index] = {}
 
     def frame(self, data: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
         """``data`` with every looked-up and computed feature it does not already have.
 
         With ``columns``, only those columns, in that order (what the model takes).
         """
-        arrays: dict[str, Any] = {str(c): data[c].to_numpy() for c in data.columns}
+        series = {str(c): data[c] for c in data.columns}  # each column taken out once
+        arrays: dict[str, Any] = {name: column.to_numpy() for name, column in series.items()}
         for lookup in self._lookups:
-            for name, values in lookup.read(self.store, data).items():
+            for name, values in lookup.read(self.store, data, series).items():
                 arrays[name] = (
                     values.to_numpy() if values.null_count == 0 else values.to_pandas().to_numpy()
                 )
@@ -115,4 +119,14 @@ class OnlineFeatureLookup:
             return frame if columns is None else frame[columns]
         if columns is None:
             return pd.DataFrame(arrays, index=data.index, copy=False)
-        return frame_of(columns, [arrays[name] for name in columns], index=data.index)
+        return frame_of(self._index(columns), [arrays[name] for name in columns], index=data.index)
+
+    def _index(self, columns: list[str]) -> pd.Index:
+        """``columns`` as a pandas Index, built once (building one costs more than the read)."""
+        key = tuple(columns)
+        index = self._indexes.get(key)
+        if index is None:
+            if len(self._indexes) >= 16:
+                self._indexes.clear()
+            index = self._indexes[key] = pd.Index(columns)
+        return index

@@ -120,6 +120,47 @@ def _round_trip_types(store: OnlineStore, table: str) -> None:
     assert found.column("i").to_pylist() == [1]
 
 
+def _lookup_matches_read(store: OnlineStore, table: str) -> None:
+    """``lookup`` (Python rows) returns what ``read`` (Arrow) does, as Python values."""
+    rows = pa.table(
+        {
+            "user": ["a", "b", "c"],
+            "day": pa.array([date(2024, 1, 1), date(2024, 1, 2), date(2024, 1, 1)], pa.date32()),
+            "ts": _ts(1, 2, 3),
+            "f": pa.array([None, 2.5, -2.0], pa.float64()),
+            "t": pa.array([T0, None, T0], pa.timestamp("ms", tz="UTC")),
+            "bin": pa.array([b"\x00", b"", None], pa.binary()),
+            "l": pa.array([[1], [], None], pa.list_(pa.int64())),
+        }
+    )
+    features = ["f", "t", "bin", "l"]
+    store.write(table, rows, keys=["user", "day"], timestamp="ts", features=features)
+    wanted = [
+        {"user": "c", "day": date(2024, 1, 1)},
+        {"user": "a", "day": date(2024, 1, 2)},  # missing
+        {"day": date(2024, 1, 2), "user": "b", "other": 1},  # any order, extra entries
+    ]
+    keys = pa.table(
+        {"user": [r["user"] for r in wanted], "day": pa.array([r["day"] for r in wanted])}
+    )
+    expected = store.read(table, keys, keys=["user", "day"]).to_pylist()
+    assert store.lookup(table, wanted) == expected
+    assert store.lookup(table, wanted[:1], features=["l"]) == [
+        {"user": "c", "day": date(2024, 1, 1), "l": None}
+    ]
+    assert store.lookup(table, []) == []
+    with pytest.raises(SchemaMismatchError, match="'day'"):
+        store.lookup(table, [{"user": "a"}])
+    with pytest.raises(SchemaMismatchError, match="'user'"):
+        store.lookup(table, [{"user": 1, "day": date(2024, 1, 1)}])
+    with pytest.raises(UnknownFeatureError, match="'nope'"):
+        store.lookup(table, wanted, features=["nope"])
+    late = T0 + timedelta(hours=4)
+    assert [r["f"] for r in store.lookup(table, wanted, features=["f"])] == [-2.0, None, 2.5]
+    fresh = store.lookup(table, wanted, features=["f"], ttl=timedelta(minutes=90), now=late)
+    assert [r["f"] for r in fresh] == [-2.0, None, None]  # b's row, 2 h old, expired
+
+
 def _latest_row_kept(store: OnlineStore, table: str) -> None:
     assert _write(store, table, _rows([1, 1, 2], [1, 3, 1], [1.0, 3.0, 10.0])) == 2
     assert _x(store, table, [1, 2]) == [3.0, 10.0]
@@ -362,6 +403,7 @@ _CHECKS = (
     _Check("check_write_validation", _on_one_store(_write_validation)),
     _Check("check_delete", _on_one_store(_delete)),
     _Check("check_tables_and_drop", _on_one_store(_tables_and_drop)),
+    _Check("check_lookup_matches_read", _on_one_store(_lookup_matches_read)),
     _Check(
         "check_concurrent_interleaved_writes_keep_newest",
         _on_the_factory(_concurrent_interleaved_writes_keep_newest),

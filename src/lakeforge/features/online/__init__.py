@@ -7,6 +7,10 @@ scheme through the ``lakeforge.online_stores`` entry point group: a callable
 ``(uri, namespace) -> OnlineStore`` (a subclass implementing the primitives on
 :class:`OnlineStore`, over :class:`TableSpec`, :class:`Record` and :class:`Stored`) that
 passes ``lakeforge.testing.check_online_store``.
+
+Read with :meth:`OnlineStore.read` (a keys table in, an Arrow table out) or
+:meth:`OnlineStore.lookup` (Python rows in and out: the cheap path for the few keys of
+one request). Each read is one round trip that also checks the table's spec is current.
 """
 
 from __future__ import annotations

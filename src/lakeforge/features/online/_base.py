@@ -10,30 +10,34 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
+from typing import Any
 
 import pyarrow as pa
 
-from lakeforge.errors import TableNotFoundError
+from lakeforge.errors import LakeforgeError, TableNotFoundError
 from lakeforge.features.online._codec import (
+    OnlineStoreError,
     Record,
     Stored,
     TableSpec,
     check_compatible,
-    check_features,
     check_name,
-    from_json_values,
     keys_for_read,
     records_for_write,
     spec_for_write,
 )
+from lakeforge.features.online._reads import ReadPlan, ReadPlans, RowsPlan
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: Given a table's spec, the encoded keys and the feature names a read asks for.
 ReadRequest = Callable[[TableSpec], tuple[list[str], list[str]]]
+#: Given the stored spec text a reader holds, that spec, the encoded keys and the features:
+#: their rows in one round trip, or None when the stored spec is no longer that text.
+CheckedFetch = Callable[[str | bytes, TableSpec, list[str], list[str]], list[Stored | None] | None]
 
 
 def _micros(moment: datetime) -> int:
@@ -104,22 +108,63 @@ class OnlineStore(abc.ABC):
         (default: the current time; naive datetimes are UTC).
         """
 
-        def request(spec: TableSpec) -> tuple[list[str], list[str]]:
-            names = check_features(spec, features)
-            return keys_for_read(keys_table, keys, spec), names
+        plan: ReadPlan | None = None
 
-        spec, names, found = self._read(check_name("table", table), request)
+        def request(spec: TableSpec) -> tuple[list[str], list[str]]:
+            nonlocal plan
+            plan = self._plans().for_table(spec, keys_table.schema, keys, features)
+            return plan.encode(keys_table), plan.names
+
+        columns = self._read_columns(table, request, ttl, now)
+        assert plan is not None  # _read calls request before it returns
+        return plan.result(keys_table, columns)
+
+    def lookup(
+        self,
+        table: str,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        features: list[str] | None = None,
+        ttl: timedelta | None = None,
+        now: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """:meth:`read` for keys given as Python rows, with Python values out (no Arrow).
+
+        ``rows`` map each key column of the table to a value (other entries are ignored);
+        the result has one dict per row, in order: its key values, then the requested
+        features (None where the key is missing or older than ``ttl``), valued as Arrow's
+        ``to_pylist`` gives them. The cheap path for a few keys, as a request handler has.
+        """
+        plan: RowsPlan | None = None
+
+        def request(spec: TableSpec) -> tuple[list[str], list[str]]:
+            nonlocal plan
+            plan = self._plans().for_rows(spec, features)
+            return plan.encode(rows), plan.names
+
+        columns = self._read_columns(table, request, ttl, now)
+        assert plan is not None  # _read calls request before it returns
+        return plan.result(rows, columns)
+
+    def _plans(self) -> ReadPlans:
+        # kept on the instance without an __init__, which backends need not call
+        plans = self.__dict__.get("_read_plans")
+        if plans is None:
+            plans = self.__dict__["_read_plans"] = ReadPlans()
+        return plans
+
+    def _read_columns(
+        self, table: str, request: ReadRequest, ttl: timedelta | None, now: datetime | None
+    ) -> list[list[Any]]:
+        """The stored JSON values of each requested feature, None where missing or expired."""
+        _, names, found = self._read(check_name("table", table), request)
         if ttl is not None:
             cutoff = _micros(now or datetime.now(UTC)) - ttl // timedelta(microseconds=1)
             found = [
                 None if row is None or (row.written if row.ts is None else row.ts) < cutoff else row
                 for row in found
             ]
-        columns = {n: keys_table.column(n) for n in spec.keys}
-        for name in names:
-            values = [None if row is None else row.values.get(name) for row in found]
-            columns[name] = from_json_values(values, spec.schema.field(name).type)
-        return pa.table(columns)
+        return [[None if row is None else row.values.get(name) for row in found] for name in names]
 
     def delete(self, table: str, keys_table: pa.Table, *, keys: list[str]) -> int:
         """Delete the rows of the given keys; return how many existed."""
@@ -194,8 +239,37 @@ class OnlineStore(abc.ABC):
     def _drop(self, table: str) -> None:
         """Delete an existing table's rows and spec."""
 
+    def _read_checked(
+        self, table: str, request: ReadRequest, fetch: CheckedFetch
+    ) -> tuple[TableSpec, list[str], list[Stored | None]]:
+        """``_read`` in one round trip: ``fetch`` the rows while checking the cached spec.
+
+        The spec last seen is used (read first when none is); when ``fetch`` finds the
+        stored spec changed (a drop, or a drop and a new schema, by another store), the
+        spec is read again and the request made anew.
+        """
+        cache: dict[str, tuple[str | bytes, TableSpec]] = self.__dict__.setdefault("_specs", {})
+        for _ in range(3):
+            cached = cache.get(table)
+            if cached is None:
+                self._require_spec(table)
+                cached = cache[table]
+            text, spec = cached
+            try:
+                keys, names = request(spec)
+            except LakeforgeError:
+                if self._get_spec(table) == spec:  # the request is wrong, not the cache
+                    raise
+                cache.pop(table, None)
+                continue
+            found = fetch(text, spec, keys, names)
+            if found is not None:
+                return spec, names, found
+            cache.pop(table, None)  # recreated or dropped meanwhile: read the spec again
+        raise OnlineStoreError(f"online table {table!r} kept changing while being read")
+
     def _parse_spec(self, table: str, text: str | bytes) -> TableSpec:
-        """``TableSpec.from_json``, parsed once per distinct stored text."""
+        """``TableSpec.from_json``, parsed once per distinct stored text (and cached)."""
         # kept on the instance without an __init__, which backends need not call
         cache: dict[str, tuple[str | bytes, TableSpec]] = self.__dict__.setdefault("_specs", {})
         found = cache.get(table)

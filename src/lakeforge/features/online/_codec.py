@@ -119,6 +119,17 @@ def to_json_values(column: pa.Array | pa.ChunkedArray) -> list[Any]:
     return list(values)
 
 
+def needs_conversion(t: pa.DataType) -> bool:
+    """Whether values of type ``t`` are stored in another form than Arrow's own Python values."""
+    return (
+        _storage_type(t) is not None
+        or pa.types.is_decimal(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+        or pa.types.is_fixed_size_binary(t)
+    )
+
+
 def from_json_values(values: Sequence[Any], t: pa.DataType) -> pa.Array:
     """Inverse of :func:`to_json_values` for a column of type ``t``."""
     storage = _storage_type(t)
@@ -151,7 +162,8 @@ def _require_columns(table: pa.Table, columns: Sequence[str], what: str) -> None
             )
 
 
-def _cast(column: pa.ChunkedArray, name: str, to: pa.DataType) -> pa.ChunkedArray:
+def cast_column(column: pa.ChunkedArray, name: str, to: pa.DataType) -> pa.ChunkedArray:
+    """``column`` cast to the stored type ``to``, or a clear error naming the column."""
     if column.type == to:
         return column
     try:
@@ -220,7 +232,7 @@ def check_compatible(new: TableSpec, stored: TableSpec) -> None:
 
 def records_for_write(rows: pa.Table, spec: TableSpec) -> list[Record]:
     """Encode ``rows`` for ``spec``: one record per key, the newest row of each (ties: last)."""
-    columns = {f.name: _cast(rows.column(f.name), f.name, f.type) for f in spec.schema}
+    columns = {f.name: cast_column(rows.column(f.name), f.name, f.type) for f in spec.schema}
     for name in spec.keys:
         if columns[name].null_count:
             raise SchemaMismatchError(f"key column {name!r} has null values")
@@ -254,21 +266,31 @@ def _kind(t: pa.DataType) -> str:
     return "timestamp" if kind == "timestamp_tz" else kind
 
 
-def keys_for_read(keys_table: pa.Table, keys: Sequence[str], spec: TableSpec) -> list[str]:
-    """Encode the key rows of ``keys_table`` in ``spec``'s key order and types."""
+def check_key_columns(spec: TableSpec, key_schema: pa.Schema, keys: Sequence[str]) -> None:
+    """Raise unless a keys table of ``key_schema`` holds ``spec``'s keys in fitting types."""
     if set(keys) != set(spec.keys) or len(keys) != len(spec.keys):
         raise SchemaMismatchError(
             f"online table {spec.name!r} is keyed by {list(spec.keys)}, got {list(keys)}"
         )
-    _require_columns(keys_table, spec.keys, "key")
     for name in spec.keys:
-        have, want = keys_table.schema.field(name).type, spec.schema.field(name).type
+        if name not in key_schema.names:
+            raise SchemaMismatchError(
+                f"key column {name!r} is missing",
+                hint=f"the columns are {sorted(key_schema.names)}",
+            )
+        have, want = key_schema.field(name).type, spec.schema.field(name).type
         if _kind(have) != _kind(want) and not pa.types.is_null(have):
             raise SchemaMismatchError(
                 f"key column {name!r} has type {have}, the online table {spec.name!r} stores {want}"
             )
+
+
+def keys_for_read(keys_table: pa.Table, keys: Sequence[str], spec: TableSpec) -> list[str]:
+    """Encode the key rows of ``keys_table`` in ``spec``'s key order and types."""
+    check_key_columns(spec, keys_table.schema, keys)
     key_values = [
-        to_json_values(_cast(keys_table.column(n), n, spec.schema.field(n).type)) for n in spec.keys
+        to_json_values(cast_column(keys_table.column(n), n, spec.schema.field(n).type))
+        for n in spec.keys
     ]
     return [encode_key(k) for k in zip(*key_values, strict=True)]
 

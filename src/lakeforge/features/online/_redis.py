@@ -3,26 +3,32 @@
 Rows live at ``lakeforge:<namespace>:<table>:<encoded key>`` with one hash field per
 feature (JSON) plus ``__ts`` (event time, µs) and ``__wt`` (write time, µs). Table specs
 live in the hash ``lakeforge:<namespace>:__tables__``.
+
+Writes run one Lua script per call: Redis runs a script atomically, so a row is replaced
+(``DEL`` + ``HSET``) with no command of another client in between. Reads are plain
+commands: ``HGET`` of the spec and one ``HMGET`` per key, sent as one ``MULTI``/``EXEC``
+pipeline (one round trip, one atomic snapshot; packed in ``_redis_wire``). An ``HMGET``
+therefore sees a row wholly before or wholly after a write, never half of it, and the
+rows always belong to the spec read with them; the spec check (against the text the
+reader cached) and the TTL run in the client.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from lakeforge.errors import LakeforgeError
 from lakeforge.features.online._base import OnlineStore, ReadRequest
 from lakeforge.features.online._codec import (
-    OnlineStoreError,
     Record,
     Stored,
     TableSpec,
     check_name,
 )
+from lakeforge.features.online._redis_wire import exchange, pack_read
 
 _TS = "__ts"
 _WT = "__wt"
@@ -53,39 +59,6 @@ return changed
 """
 
 
-# KEYS[1]: the tables hash, then the row hashes. ARGV: table, the SHA-1 of the spec text
-# the caller holds, then the feature fields. One round trip: if the stored spec is still
-# that text, the rows as one JSON text (null, or [written, ts, values...] per key).
-_READ_LUA = """
-local spec = redis.call('HGET', KEYS[1], ARGV[1])
-if not spec or redis.sha1hex(spec) ~= ARGV[2] then
-  return {0, ''}
-end
-local fields = {'__wt', '__ts'}
-for i = 3, #ARGV do
-  fields[#fields + 1] = ARGV[i]
-end
-local out = {}
-for i = 2, #KEYS do
-  local v = redis.call('HMGET', KEYS[i], unpack(fields))
-  if not v[1] then
-    out[#out + 1] = 'null'
-  else
-    if not v[2] or v[2] == '' then
-      v[2] = 'null'
-    end
-    for j = 3, #fields do
-      if not v[j] then
-        v[j] = 'null'
-      end
-    end
-    out[#out + 1] = '[' .. table.concat(v, ',', 1, #fields) .. ']'
-  end
-end
-return {1, '[' .. table.concat(out, ',') .. ']'}
-"""
-
-
 class RedisOnlineStoreConfig(BaseModel):
     """Config of the Redis online store (``redis://host:port/db``)."""
 
@@ -106,9 +79,8 @@ class RedisOnlineStore(OnlineStore):
         self._meta = f"{self._prefix}__tables__"
         self._client: Any = redis.Redis.from_url(config.url)
         self._upsert_script: Any = self._client.register_script(_UPSERT_LUA)
-        self._read_script: Any = self._client.register_script(_READ_LUA)
-        # the stored spec text each cached spec came from, and its SHA-1
-        self._texts: dict[str, tuple[bytes, str]] = {}
+        encoder = self._client.get_encoder()  # how redis-py turns str keys into bytes
+        self._encoding: tuple[str, str] = (encoder.encoding, encoder.encoding_errors)
 
     def _row(self, table: str, key: str) -> str:
         return f"{self._prefix}{table}:{key}"
@@ -121,37 +93,30 @@ class RedisOnlineStore(OnlineStore):
 
     def _get_spec(self, table: str) -> TableSpec | None:
         text = self._client.hget(self._meta, table)
-        if text is None:
-            self._texts.pop(table, None)
-            return None
-        self._texts[table] = (text, hashlib.sha1(text).hexdigest())
-        return self._parse_spec(table, text)
+        return None if text is None else self._parse_spec(table, text)
 
     def _read(
         self, table: str, request: ReadRequest
     ) -> tuple[TableSpec, list[str], list[Stored | None]]:
-        """One round trip when the spec is cached: the script checks it is still current."""
-        for _ in range(3):
-            cached = self._texts.get(table)
-            if cached is None:
-                spec = self._require_spec(table)
-                cached = self._texts[table]
-            else:
-                spec = self._parse_spec(table, cached[0])
-            try:
-                keys, names = request(spec)
-            except LakeforgeError:
-                if self._get_spec(table) == spec:  # the request is wrong, not the cache
-                    raise
-                continue
-            rows = [self._row(table, key) for key in keys]
-            current, found = self._read_script(
-                keys=[self._meta, *rows], args=[table, cached[1], *names]
-            )
-            if current == 1:
-                return spec, names, _decode_rows(found, names)
-            self._texts.pop(table, None)  # recreated or dropped meanwhile: read the spec again
-        raise OnlineStoreError(f"online table {table!r} kept changing while being read")
+        return self._read_checked(table, request, self._fetch_checked)
+
+    def _fetch_checked(
+        self, text: str | bytes | None, spec: TableSpec, keys: list[str], features: list[str]
+    ) -> list[Stored | None] | None:
+        """The rows of ``keys``, or None when the stored spec is not ``text`` (or is gone).
+
+        ``text`` None: no spec check.
+        """
+        prefix = f"{self._prefix}{spec.name}:"
+        rows = [prefix + key for key in keys]
+        fields = (_WT, _TS, *features)
+        payload = pack_read(self._meta, spec.name, rows, fields, self._encoding)
+        current, *replies = exchange(self._client, payload, len(keys) + 1)
+        if isinstance(text, str):  # a client with decode_responses gave the cached text
+            text = text.encode(*self._encoding)
+        if text is not None and current != text:
+            return None
+        return _decode_rows(replies, features)
 
     def _put_spec(self, spec: TableSpec) -> TableSpec:
         self._client.hsetnx(self._meta, spec.name, spec.to_json())
@@ -170,31 +135,14 @@ class RedisOnlineStore(OnlineStore):
     def _fetch(
         self, spec: TableSpec, keys: Sequence[str], features: Sequence[str]
     ) -> list[Stored | None]:
-        pipe = self._client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hmget(self._row(spec.name, key), [_WT, _TS, *features])
-        found: list[Stored | None] = []
-        for written, ts, *values in pipe.execute():
-            if written is None:
-                found.append(None)
-                continue
-            found.append(
-                Stored(
-                    ts=int(ts) if ts else None,
-                    written=int(written),
-                    values={
-                        n: None if v is None else json.loads(v)
-                        for n, v in zip(features, values, strict=True)
-                    },
-                )
-            )
+        found = self._fetch_checked(None, spec, list(keys), list(features))
+        assert found is not None  # not checked, so never None
         return found
 
     def _delete(self, spec: TableSpec, keys: Sequence[str]) -> int:
         return int(self._client.delete(*(self._row(spec.name, key) for key in keys)))
 
     def _drop(self, table: str) -> None:
-        self._texts.pop(table, None)
         self._client.hdel(self._meta, table)
         batch: list[bytes] = []
         for name in self._client.scan_iter(match=f"{self._prefix}{table}:*", count=1000):
@@ -206,11 +154,15 @@ class RedisOnlineStore(OnlineStore):
             self._client.unlink(*batch)
 
 
-def _decode_rows(text: bytes, features: Sequence[str]) -> list[Stored | None]:
-    """The rows of the read script's JSON reply."""
+def _decode_rows(rows: list[list[bytes | None]], features: Sequence[str]) -> list[Stored | None]:
+    """The ``HMGET [__wt, __ts, *features]`` replies of rows, their JSON values parsed at once."""
+    texts = [
+        b"null" if row[0] is None else b"[" + b",".join([v or b"null" for v in row]) + b"]"
+        for row in rows
+    ]
     return [
         None
         if row is None
         else Stored(ts=row[1], written=row[0], values=dict(zip(features, row[2:], strict=True)))
-        for row in json.loads(text)
+        for row in json.loads(b"[" + b",".join(texts) + b"]")
     ]

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from lakeforge.features.online._base import OnlineStore
+from lakeforge.features.online._base import OnlineStore, ReadRequest
 from lakeforge.features.online._codec import Record, Stored, TableSpec, check_name
 
 _SCHEMA = """
@@ -42,13 +42,23 @@ ON CONFLICT (namespace, tbl, key) DO UPDATE SET
 WHERE excluded.ts IS NULL OR online_rows.ts IS NULL OR excluded.ts >= online_rows.ts
 """
 
-_FETCH = """
-SELECT key, ts, written, vals FROM online_rows
-WHERE namespace = ? AND tbl = ? AND key IN (SELECT value FROM json_each(?))
+# Reads are one statement each, so one snapshot: the first column says whether the stored
+# spec is still the text the reader holds (no row at all: the table is gone). ?1 that text
+# (NULL: not checked), ?2 the key (a JSON list of keys for many), ?3 the namespace, ?4 the
+# table. The sqlite3 module prepares each once per connection (its statement cache); every
+# row is found by its primary key.
+_FETCH_ONE = """
+SELECT (?1 IS NULL OR t.spec = ?1), r.ts, r.written, r.vals FROM online_tables AS t
+LEFT JOIN online_rows AS r ON r.namespace = ?3 AND r.tbl = ?4 AND r.key = ?2
+WHERE t.namespace = ?3 AND t.name = ?4
 """
-_FETCH_ONE = (
-    "SELECT key, ts, written, vals FROM online_rows WHERE namespace = ? AND tbl = ? AND key = ?"
-)
+_FETCH_MANY = """
+SELECT (?1 IS NULL OR t.spec = ?1), j.key, r.ts, r.written, r.vals FROM online_tables AS t
+CROSS JOIN json_each(?2) AS j
+LEFT JOIN online_rows AS r ON r.namespace = ?3 AND r.tbl = ?4 AND r.key = j.value
+WHERE t.namespace = ?3 AND t.name = ?4
+"""
+_SPEC_IS = "SELECT (?1 IS NULL OR spec = ?1) FROM online_tables WHERE namespace = ?3 AND name = ?4"
 
 
 class SqliteOnlineStoreConfig(BaseModel):
@@ -114,13 +124,17 @@ class SqliteOnlineStore(OnlineStore):
         with self._lock:
             self._conn.close()
 
-    def _get_spec(self, table: str) -> TableSpec | None:
+    def _get_spec_text(self, table: str) -> str | None:
         with self._lock:
             row = self._conn.execute(
                 "SELECT spec FROM online_tables WHERE namespace = ? AND name = ?",
                 (self.namespace, table),
             ).fetchone()
-        return None if row is None else self._parse_spec(table, row[0])
+        return None if row is None else str(row[0])
+
+    def _get_spec(self, table: str) -> TableSpec | None:
+        text = self._get_spec_text(table)
+        return None if text is None else self._parse_spec(table, text)
 
     def _put_spec(self, spec: TableSpec) -> TableSpec:
         with self._transaction() as conn:
@@ -146,16 +160,41 @@ class SqliteOnlineStore(OnlineStore):
     def _fetch(
         self, spec: TableSpec, keys: Sequence[str], features: Sequence[str]
     ) -> list[Stored | None]:
-        one = len(keys) == 1  # an index lookup without json_each
-        query, param = (_FETCH_ONE, keys[0]) if one else (_FETCH, json.dumps(list(keys)))
+        found = self._fetch_checked(None, spec, list(keys), list(features))
+        return [None] * len(keys) if found is None else found
+
+    def _read(
+        self, table: str, request: ReadRequest
+    ) -> tuple[TableSpec, list[str], list[Stored | None]]:
+        return self._read_checked(table, request, self._fetch_checked)
+
+    def _fetch_checked(
+        self, text: str | bytes | None, spec: TableSpec, keys: list[str], features: list[str]
+    ) -> list[Stored | None] | None:
+        """The rows of ``keys``, or None when the stored spec is not ``text`` (or is gone).
+
+        ``text`` None: no spec check.
+        """
+        param: str | None
+        if len(keys) == 1:  # an index lookup, no JSON list of keys
+            query, param = _FETCH_ONE, keys[0]
+        else:
+            query, param = (_FETCH_MANY, json.dumps(keys)) if keys else (_SPEC_IS, None)
         with self._lock:
-            rows = self._conn.execute(query, (self.namespace, spec.name, param)).fetchall()
-        values = json.loads("[" + ",".join(row[3] for row in rows) + "]")  # one parse
-        found = {
-            key: Stored(ts, written, vals)
-            for (key, ts, written, _), vals in zip(rows, values, strict=True)
-        }
-        return [found.get(key) for key in keys]
+            rows = self._conn.execute(query, (text, param, self.namespace, spec.name)).fetchall()
+        if not rows or not all(row[0] for row in rows):
+            return None
+        if not keys:
+            return []
+        if len(keys) == 1:
+            (_, ts, written, vals), *_ = rows
+            return [None if vals is None else Stored(ts, written, json.loads(vals))]
+        found: list[Stored | None] = [None] * len(keys)
+        present = [row for row in rows if row[4] is not None]
+        values = json.loads("[" + ",".join(row[4] for row in present) + "]")  # one parse
+        for (_, i, ts, written, _), vals in zip(present, values, strict=True):
+            found[i] = Stored(ts, written, vals)
+        return found
 
     def _delete(self, spec: TableSpec, keys: Sequence[str]) -> int:
         with self._transaction() as conn:
