@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import lakeforge
-from tests.conftest import stop_group
+from tests.serving.conftest import Server
 
 TOKEN = "token"  # the client's bearer token (what the openai client calls api_key)
 KEY_ENV = "LF_TEST_UPSTREAM_KEY"
@@ -48,12 +42,6 @@ llm_endpoints:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def llm_project(folder: Path, upstream_url: str, extra: str = "") -> Path:
     """A new project declaring the endpoints above (plus ``extra`` YAML), with the
     prompt ``prompts.support`` registered and aliased ``production``."""
@@ -67,43 +55,8 @@ def llm_project(folder: Path, upstream_url: str, extra: str = "") -> Path:
     return project
 
 
-class LLMServer:
-    """``lakeforge serve`` of a project in a subprocess (its own process group)."""
+class LLMServer(Server):
+    """``lakeforge serve`` of a project in a subprocess, with the upstream's key set."""
 
     def __init__(self, project: Path, secret: str, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = project / f"serve-{self.port}.log"
-        self._out = self.log.open("wb")
-        env = os.environ | {
-            "MLFLOW_DISABLE_TELEMETRY": "true",
-            "LAKEFORGE_TARGET": "dev",
-            KEY_ENV: secret,
-        }
-        command = [sys.executable, "-m", "lakeforge", "--project-dir", str(project), "serve"]
-        self.process = subprocess.Popen(
-            [*command, "--port", str(self.port), *args],
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-
-    def wait_ready(self, timeout_s: float = 90) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited: {self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=5) as answer:
-                    if answer.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"server not ready: {self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        """SIGTERM (graceful: the logs are flushed), then SIGKILL if it hangs."""
-        stop_group(self.process)
-        self._out.close()
+        super().__init__(project, *args, env={KEY_ENV: secret})

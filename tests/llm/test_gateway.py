@@ -443,8 +443,24 @@ def _config_error(tmp_path: Path, endpoint: str) -> str:
             "weights of the first tier add up to 0",
         ),
         (
+            "{models: [{name: a, provider: mlflow, model: support}]}",
+            "'support' is not a registered model: use NAME@ALIAS or NAME/VERSION",
+        ),
+        (
+            "{type: embeddings, models: [{name: a, provider: mlflow, model: m@champion}]}",
+            "provider mlflow serves chat and completions, not embeddings",
+        ),
+        (
+            "{models: [{name: a, provider: mlflow, model: m/1, api_key: {env: K}}]}",
+            "a mlflow model takes no api_key",
+        ),
+        (
+            "{logging: {flush_interval_s: 0}, models: [{name: a, provider: openai, model: m}]}",
+            "logging.flush_interval_s",
+        ),
+        (
             "{models: [{name: a, provider: bedrock, model: m}]}",
-            "provider: Input should be 'openai' or 'local'",
+            "provider: Input should be 'openai', 'local' or 'mlflow'",
         ),
         (
             "{models: [{name: a, provider: openai, model: m, api_key: {env: A, file: /b}}]}",

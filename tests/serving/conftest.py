@@ -107,11 +107,14 @@ def free_port() -> int:
 class Server:
     """A ``lakeforge serve`` subprocess on loopback."""
 
-    def __init__(self, project: Path, *args: str, workers: int = 1) -> None:
+    def __init__(
+        self, project: Path, *args: str, workers: int = 1, env: dict[str, str] | None = None
+    ) -> None:
         self.project = project
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = os.environ | {"MLFLOW_DISABLE_TELEMETRY": "true", "LAKEFORGE_TARGET": "dev"}
+        base = {"MLFLOW_DISABLE_TELEMETRY": "true", "LAKEFORGE_TARGET": "dev"}
+        env = os.environ | base | (env or {})
         self.log = project / f"serve-{self.port}.log"
         self._out = self.log.open("wb")
         self.process = subprocess.Popen(

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
         Prompts,
         template_text,
     )
-    from lakeforge.llm._providers import Embedder, register_embedder
+    from lakeforge.llm._providers import Embedder, read_secret, redact, register_embedder
+    from lakeforge.llm._providers import _embedder as local_embedder
     from lakeforge.llm._stream import GatewayStream
 
 __all__ = [
@@ -32,6 +33,9 @@ __all__ = [
     "GatewayStream",
     "PromptSource",
     "count_tokens",
+    "local_embedder",
+    "read_secret",
+    "redact",
     "register_embedder",
     # L1: prompts
     "CachedPromptSource",
@@ -51,6 +55,9 @@ __getattr__ = lazy_names(
         "GatewayStream": "_stream",
         "PromptSource": "_calls",
         "count_tokens": "_cost",
+        "local_embedder": ("_providers", "_embedder"),
+        "read_secret": "_providers",
+        "redact": "_providers",
         "register_embedder": "_providers",
         # L1: prompts
         "CachedPromptSource": "_prompts",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from lakeforge.llm._providers import UpstreamError
+from lakeforge.project import LLMModelSpec
 
 PromptSource = Callable[[str], tuple[str, str]]
 """``"name@alias"`` -> (template text, ``"name/version"``)."""
@@ -17,6 +19,19 @@ PATHS: dict[str, str] = {
     "completions": "/completions",
     "embeddings": "/embeddings",
 }
+
+
+@dataclass
+class Attempt:
+    """One call to a route, as a trace shows it (wall-clock nanoseconds)."""
+
+    route: str
+    provider: str
+    model: str
+    start_ns: int
+    end_ns: int
+    status: int | None  # None: no HTTP answer (connection error, timeout)
+    error: str | None = None  # the failure's kind (``short``), never upstream text
 
 
 @dataclass
@@ -38,6 +53,7 @@ class GatewayResult:
     cached: bool = False
     error: str | None = None
     retry_after_s: float | None = None
+    trace: list[Attempt] | None = None  # the attempts, when the endpoint records traces
 
 
 class Refused(Exception):
@@ -70,6 +86,17 @@ class Call:
     started: float
     tokens_in: int
     admitted: bool = False
+    trace: list[Attempt] | None = None  # filled when the endpoint records traces
+
+    def attempted(self, route: LLMModelSpec, start_ns: int, exc: UpstreamError | None) -> None:
+        """Record an attempt on ``route`` that began at ``start_ns`` (if tracing)."""
+        if self.trace is not None:
+            status, error = (200, None) if exc is None else (exc.status, short(exc))
+            self.trace.append(
+                Attempt(
+                    route.name, route.provider, route.model, start_ns, time.time_ns(), status, error
+                )
+            )
 
 
 def short(exc: UpstreamError) -> str:

@@ -35,17 +35,32 @@ from lakeforge.llm._calls import (
 )
 from lakeforge.llm._cost import cost_of, input_tokens, usage_of
 from lakeforge.llm._limits import BucketStore, RateLimiter, open_store
-from lakeforge.llm._providers import Provider, UpstreamError, make_provider
+from lakeforge.llm._mlflow_provider import MlflowProvider
+from lakeforge.llm._providers import (
+    LocalEmbeddingsProvider,
+    OpenAIProvider,
+    Provider,
+    UpstreamError,
+)
 from lakeforge.llm._reliability import CircuitBreaker, backoff_s
 from lakeforge.llm._router import Router
+from lakeforge.llm._traces import Tracer
 from lakeforge.project import LLMEndpointSpec, LLMModelSpec
 
 if TYPE_CHECKING:
     from lakeforge.llm._stream import GatewayStream
+    from lakeforge.project import Target
 
 log = logging.getLogger("lakeforge.llm")
 _VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _PROMPT_TTL_S = 10.0
+
+
+def make_provider(spec: LLMModelSpec, target: Target | None = None) -> Provider:
+    """The provider that serves the route ``spec`` (``target``: the registry of mlflow routes)."""
+    if spec.provider == "mlflow":
+        return MlflowProvider(spec, target)
+    return OpenAIProvider(spec) if spec.provider == "openai" else LocalEmbeddingsProvider(spec)
 
 
 class GatewayEndpoint:
@@ -61,15 +76,27 @@ class GatewayEndpoint:
         limits_store: BucketStore | None = None,
         router: Router | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        target: Target | None = None,
     ) -> None:
         """``limits_dir`` holds the rate-limit file the serving workers share (default:
-        limits of this process only); ``limits_store``, ``router`` and ``sleep`` are for
-        tests."""
+        limits of this process only); ``target`` is where ``provider: mlflow`` models are
+        registered and traces go (``traces: true``); ``limits_store``, ``router`` and
+        ``sleep`` are for tests."""
         self.name = name
         self.spec = spec
         self._prompts = prompts
         self._prompt_cache: dict[str, tuple[float, str, str]] = {}
-        self._providers: dict[str, Provider] = {m.name: make_provider(m) for m in spec.models}
+        self._providers: dict[str, Provider] = {
+            m.name: make_provider(m, target) for m in spec.models
+        }
+        self.tracer: Tracer | None = None
+        if spec.traces:
+            if target is None:
+                raise ValueError(
+                    f"endpoint {name!r} records traces: GatewayEndpoint needs the target "
+                    "whose tracking store holds them (target=ws.target)"
+                )
+            self.tracer = Tracer(name, target)
         breaker = spec.circuit_breaker
         self.breakers = {
             m.name: CircuitBreaker(breaker.failures, breaker.reset_s) for m in spec.models
@@ -128,6 +155,8 @@ class GatewayEndpoint:
             await provider.aclose()
         if self.limiter is not None:
             await self.limiter.store.aclose()
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.close)
 
     # -- one request -------------------------------------------------------------------
 
@@ -135,7 +164,9 @@ class GatewayEndpoint:
         self, call: Call, status: int, body: dict[str, Any] | None, **fields: Any
     ) -> GatewayResult:
         latency = (time.perf_counter() - call.started) * 1000
-        return GatewayResult(status, body, self.name, latency_ms=latency, **fields)
+        return GatewayResult(
+            status, body, self.name, latency_ms=latency, trace=call.trace, **fields
+        )
 
     def _refused(self, call: Call, refusal: Refused, **fields: Any) -> GatewayResult:
         code = "rate_limited" if refusal.status == 429 else None
@@ -180,6 +211,7 @@ class GatewayEndpoint:
             request_id,
             started,
             input_tokens(kind, upstream),
+            trace=[] if self.spec.traces else None,
         )
         if self.limiter is not None:
             refused = await self.limiter.admit(user, call.tokens_in)
@@ -278,9 +310,11 @@ class GatewayEndpoint:
             provider = self._providers[route.name]
             for retry in range(route.max_retries + 1):
                 attempts += 1
+                began = time.time_ns()
                 try:
                     answer = await provider.request(PATHS[call.kind], body)
                 except UpstreamError as exc:
+                    call.attempted(route, began, exc)
                     last = exc
                     if exc.client_error:
                         breaker.release()
@@ -306,6 +340,7 @@ class GatewayEndpoint:
                     )
                     await self._sleep(delay)
                     continue
+                call.attempted(route, began, None)
                 breaker.success()
                 if key is not None and self.cache is not None:
                     self.cache.put(key, answer)

@@ -30,8 +30,15 @@ def load_minilm(device: str = "cpu") -> Embedder:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
 
-    model = SentenceTransformer(str(get_model_path()), device=device, local_files_only=True)
+    bars = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        model = SentenceTransformer(str(get_model_path()), device=device, local_files_only=True)
+    finally:
+        if bars:
+            transformers_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
     def embed(texts: list[str]) -> Sequence[Sequence[float]]:
         vectors: Any = model.encode(texts, convert_to_numpy=True, normalize_embeddings=True)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from lakeforge.llm._calls import PATHS, Call, GatewayResult, Refused, error_body, short
 from lakeforge.llm._cost import cost_of, usage_of
-from lakeforge.llm._providers import OpenAIProvider, UpstreamError
+from lakeforge.llm._providers import UpstreamError
 from lakeforge.llm._reliability import backoff_s
 from lakeforge.project import LLMModelSpec
 
@@ -75,13 +76,17 @@ class GatewayStream:
             for retry in range(route.max_retries + 1):
                 self._attempts += 1
                 provider = gateway._providers[route.name]
-                assert isinstance(provider, OpenAIProvider)  # chat routes are openai
-                iterator = provider.stream(PATHS["chat"], body).__aiter__()
+                stream = getattr(provider, "stream", None)  # isinstance of a Protocol is slow
+                assert stream is not None  # chat routes (openai, mlflow) can stream
+                iterator = stream(PATHS["chat"], body).__aiter__()
+                began = time.time_ns()
                 try:
                     first = await iterator.__anext__()
                 except StopAsyncIteration:
                     last = UpstreamError(None, "upstream stream ended empty", retryable=True)
+                    call.attempted(route, began, last)
                 except UpstreamError as exc:
+                    call.attempted(route, began, exc)
                     last = exc
                     if exc.client_error:
                         breaker.release()
@@ -96,6 +101,7 @@ class GatewayStream:
                         )
                         return
                 else:
+                    call.attempted(route, began, None)  # until the first chunk
                     breaker.success()
                     self._events, self._first = iterator, first
                     self._route, self._prompt, self._sent = route, prompt, body
@@ -128,7 +134,7 @@ class GatewayStream:
                     break
                 forward = True
                 try:
-                    event = json.loads(payload)
+                    event = orjson.loads(payload)
                 except ValueError:
                     event = None
                 if isinstance(event, dict):
@@ -146,7 +152,7 @@ class GatewayStream:
         except UpstreamError as exc:
             error = f"the upstream stream broke after its first chunk ({short(exc)})"
             body = error_body(error, "upstream_error")
-            yield b"data: " + json.dumps(body).encode() + b"\n\n"
+            yield b"data: " + orjson.dumps(body) + b"\n\n"
         await self._finish(call, route, content, usage, meta, error)
 
     async def _finish(

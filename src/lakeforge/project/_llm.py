@@ -18,8 +18,14 @@ llm_endpoints:
                   per_user: {requests_per_minute: 60}}
     cache: {ttl_s: 300, max_entries: 1000}
     log_table: serving.llm_requests  # default serving.<endpoint>_llm_requests
+    logging: {flush_interval_s: 2, flush_rows: 5000}   # spool -> log tables
+    traces: true                    # one MLflow trace per request (background)
     auth: {token_sha256: [...]}
 ```
+
+A route with ``provider: mlflow`` calls a pyfunc registered in the target's registry
+(``model: NAME@ALIAS`` or ``NAME/VERSION``), loaded once per worker: see
+:mod:`lakeforge.llm._mlflow_provider` for what it is given and may return.
 
 The models with a ``weight`` form the first tier: each request picks one of them at
 random in proportion to the weights (a model with no weight is a fallback only); when
@@ -40,6 +46,9 @@ from lakeforge.project._endpoints import AuthSpec
 _ROUTE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _PROMPT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,255}@[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_REGISTERED = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,255}(@[A-Za-z0-9][A-Za-z0-9_.-]{0,62}|/[0-9]+)$"
+)
 _TABLE = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)?$")
 
 
@@ -93,9 +102,11 @@ class LLMModelSpec(Strict):
     """One upstream model (a route) of an LLM endpoint."""
 
     name: str = Field(description="The route's name: unique in the endpoint, logged as `route`.")
-    provider: Literal["openai", "local"] = Field(
+    provider: Literal["openai", "local", "mlflow"] = Field(
         description="openai: any OpenAI-compatible base URL (OpenAI, vLLM, llama.cpp, "
-        "Ollama); local: an embedding model of the [llm] extra (embeddings only)."
+        "Ollama); local: an embedding model of the [llm] extra (embeddings only); mlflow: "
+        "a pyfunc registered in the target's registry, NAME@ALIAS or NAME/VERSION (chat "
+        "and completions)."
     )
     model: str = Field(min_length=1, description="The model name the provider knows.")
     base_url: str | None = Field(
@@ -125,8 +136,13 @@ class LLMModelSpec(Strict):
                 raise ValueError(
                     f"models[{self.name}].base_url: {self.base_url!r} is not an http(s) URL"
                 )
-        if self.provider == "local" and self.api_key is not None:
-            raise ValueError(f"models[{self.name}]: a local model takes no api_key")
+        if self.provider != "openai" and self.api_key is not None:
+            raise ValueError(f"models[{self.name}]: a {self.provider} model takes no api_key")
+        if self.provider == "mlflow" and not _REGISTERED.fullmatch(self.model):
+            raise ValueError(
+                f"models[{self.name}].model: {self.model!r} is not a registered model: use "
+                "NAME@ALIAS or NAME/VERSION (e.g. llm.support@champion or llm.support/3)"
+            )
         return self
 
     @property
@@ -191,6 +207,13 @@ class CacheSpec(Strict):
     max_entries: int = Field(default=1000, ge=1)
 
 
+class LLMLogSpec(Strict):
+    """How often a worker moves its spooled log rows into the log tables."""
+
+    flush_interval_s: float = Field(default=2.0, gt=0, description="Seconds between flushes.")
+    flush_rows: int = Field(default=5000, ge=1, description="Flush early at this many rows.")
+
+
 class LLMEndpointSpec(Strict):
     """One LLM endpoint: an OpenAI-compatible route over ordered upstream models."""
 
@@ -211,6 +234,12 @@ class LLMEndpointSpec(Strict):
     )
     auth: AuthSpec | None = None
     max_payload_mb: float = Field(default=16.0, gt=0)
+    logging: LLMLogSpec = Field(default_factory=LLMLogSpec)
+    traces: bool = Field(
+        default=False,
+        description="Record each request as an MLflow trace in the target's tracking "
+        "store (experiment llm-gateway/<endpoint>), written in the background.",
+    )
 
     @field_validator("log_table")
     @classmethod
@@ -236,6 +265,11 @@ class LLMEndpointSpec(Strict):
                 raise ValueError(
                     f"models[{model.name}]: provider local serves embeddings only "
                     f"(type: {self.type})"
+                )
+            if model.provider == "mlflow" and self.type == "embeddings":
+                raise ValueError(
+                    f"models[{model.name}]: provider mlflow serves chat and completions, "
+                    "not embeddings"
                 )
         weights = [m.weight for m in self.models if m.weight is not None]
         if weights and sum(weights) <= 0:

@@ -218,6 +218,9 @@ def _log(
             result, request_id=request_id, client_request_id=client_id, user=user, request=raw
         )
     )
+    tracer = llm.gateway.tracer
+    if tracer is not None:  # traces: true; written by the tracer's thread
+        tracer.submit(result, request_id=request_id, user=user, request=raw)
     _metrics.observe(llm.name, result.route or "-", result.model or "-", result.status, elapsed)
 
 

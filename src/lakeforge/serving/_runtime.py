@@ -21,8 +21,6 @@ if TYPE_CHECKING:
     from lakeforge.llm import GatewayEndpoint
 
 log = logging.getLogger("lakeforge.serving")
-LLM_FLUSH_INTERVAL_S = 2.0
-LLM_FLUSH_ROWS = 5000
 
 
 @dataclass
@@ -172,13 +170,14 @@ def _llm_endpoint(ws: Any, name: str, spec: LLMEndpointSpec) -> LLMEndpoint:
         prompts=ws.prompts.source() if prompted else None,
         # the workers of this host share their rate limits through a file here
         limits_dir=spool.parent.parent / "limits" / os.uname().nodename,
+        target=ws.target,  # the registry of provider: mlflow routes, the store of traces
     )
     flusher = Flusher(
         ws,
         spec.table(name),
         Spool(spool),
-        interval_s=LLM_FLUSH_INTERVAL_S,
-        max_rows=LLM_FLUSH_ROWS,
+        interval_s=spec.logging.flush_interval_s,
+        max_rows=spec.logging.flush_rows,
         committer=_llm_log.commit,
     )
     tokens = frozenset(spec.auth.token_sha256) if spec.auth else frozenset()
