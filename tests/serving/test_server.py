@@ -74,7 +74,7 @@ def test_v2_protocol_and_metadata(start_server: Any, all_flights: pa.Table) -> N
     status, meta = server.get("/v2/models/delay")
     assert status == 200 and [i["name"] for i in meta["inputs"]] == FEATURES
     status, answer = server.post("/v2/models/delay/infer", {"inputs": [{"name": "month"}]})
-    assert status == 400 and "datatype" in answer["message"]
+    assert status == 400 and "datatype" in answer["error"]
 
 
 def test_errors_name_what_was_wrong(start_server: Any, all_flights: pa.Table) -> None:

@@ -12,6 +12,10 @@ Routes:
 - ``GET /ping`` (alive), ``GET /health`` (ready: every entity loaded), ``GET /metrics``,
   ``GET /version`` (the MLflow version, as ``mlflow models serve`` answers).
 
+A V2 request may also send one ``[rows, n_features]`` tensor (FP*, INT*, UINT*) to a model
+with a column signature: its columns are the signature's, in order. V2 errors carry the
+protocol's ``{"error": message}`` (and ``error_code``).
+
 Errors: 400 (input that fails the signature, or that the model fails on: no rows, nulls in
 required columns; named, as MLflow answers 400 there), 401/403 (bearer token), 404
 (unknown endpoint), 413 (payload over ``max_payload_mb``), 500 (the model raised; the
@@ -31,8 +35,9 @@ from collections.abc import Awaitable
 from typing import Any
 
 from lakeforge.project import EndpointSpec, LLMEndpointSpec
-from lakeforge.serving import _llm_routes, _metrics
+from lakeforge.serving import _llm_routes, _metrics, _vector_routes
 from lakeforge.serving._entities import Entity
+from lakeforge.serving._model import LoadedModel
 from lakeforge.serving._protocol import (
     Parsed,
     Receive,
@@ -54,6 +59,15 @@ ENDPOINTS_ENV = "LAKEFORGE_SERVE_ENDPOINTS"
 LLM_ENDPOINTS_ENV = "LAKEFORGE_SERVE_LLM_ENDPOINTS"
 log = logging.getLogger("lakeforge.serving")
 _JSON = [(b"content-type", b"application/json")]
+V2_DATATYPES = {  # MLflow column types as the Open Inference Protocol names them
+    "double": "FP64",
+    "float": "FP32",
+    "long": "INT64",
+    "integer": "INT32",
+    "boolean": "BOOL",
+    "string": "BYTES",
+    "datetime": "BYTES",
+}
 
 
 # -- the ASGI application ----------------------------------------------------------------
@@ -118,6 +132,8 @@ class ServingApp:
             return _error(
                 RequestError(405, f"{method} is not allowed on {path}", "METHOD_NOT_ALLOWED")
             )
+        if len(parts) == 3 and parts[0] == "vector-indexes" and parts[2] == "query":
+            return await _vector_routes.query(runtime, parts[1], scope, receive)
         v2 = False
         if path == "/invocations":
             if len(runtime.endpoints) != 1:
@@ -131,7 +147,7 @@ class ServingApp:
             return _error(RequestError(404, f"no route {method} {path}", "ENDPOINT_NOT_FOUND"))
         endpoint = runtime.endpoints.get(name)
         if endpoint is None:
-            return _not_found(runtime, f"endpoint {name!r} is not served")
+            return _not_found(runtime, f"endpoint {name!r} is not served", v2)
         return await self._invoke(runtime, endpoint, scope, receive, v2)
 
     def _get(self, runtime: Runtime, path: str, parts: list[str]) -> tuple[int, bytes, list[Any]]:
@@ -161,7 +177,7 @@ class ServingApp:
         if len(parts) in (3, 4) and parts[:2] == ["v2", "models"]:
             endpoint = runtime.endpoints.get(parts[2])
             if endpoint is None:
-                return _not_found(runtime, f"model {parts[2]!r} is not served")
+                return _not_found(runtime, f"model {parts[2]!r} is not served", v2=True)
             loaded = [e.current for e in endpoint.entities if e.current is not None]
             if len(parts) == 4 and parts[3] == "ready":
                 return (200 if len(loaded) == len(endpoint.entities) else 503), b"{}", _JSON
@@ -170,11 +186,12 @@ class ServingApp:
                 "versions": [m.version for m in loaded],
                 "platform": "lakeforge",
                 "inputs": [
-                    {"name": c, "datatype": t, "shape": [-1]}
+                    {"name": c, "datatype": V2_DATATYPES.get(t, "BYTES"), "shape": [-1]}
                     for c, t, _ in (loaded[0].columns or [])
                 ]
                 if loaded
                 else [],
+                "outputs": [],
             }
             return 200, dumps(meta), _JSON
         return _error(RequestError(404, f"no route GET {path}", "ENDPOINT_NOT_FOUND"))
@@ -201,7 +218,9 @@ class ServingApp:
                 status, response = await _wait(call, endpoint.spec.timeout_s)
             else:
                 parsed, v2_id = (
-                    parse_v2(body, client_id) if v2 else (parse_mlflow(body, client_id), None)
+                    parse_v2(body, client_id, model.names)
+                    if v2
+                    else (parse_mlflow(body, client_id), None)
                 )
                 client_id = parsed.client_request_id
                 predictions = await _score(entity, model, parsed, v2, endpoint.spec.timeout_s)
@@ -212,7 +231,7 @@ class ServingApp:
                 if endpoint.shadow is not None and endpoint.shadow.current is not None:
                     _shadow(runtime, endpoint, parsed, v2)
         except RequestError as exc:
-            status, response = exc.status, exc.body()
+            status, response = exc.status, exc.body(v2)
         except Exception:
             log.exception("request %s to %s/%s failed", request_id, endpoint.name, entity.name)
             status = 500
@@ -220,7 +239,7 @@ class ServingApp:
                 500,
                 f"the model raised an error (request id {request_id}); see the server log",
                 "INTERNAL_ERROR",
-            ).body()
+            ).body(v2)
         elapsed = time.perf_counter() - started
         version = model.version if model is not None else ""
         _log(endpoint, entity, version, request_id, client_id, status, elapsed, body, response)
@@ -245,12 +264,24 @@ def _answer(endpoint: Endpoint, model: Any, predictions: Any, v2: bool, request_
     )
 
 
-async def _score(entity: Entity, model: Any, parsed: Parsed, v2: bool, timeout_s: float) -> Any:
+INLINE_ROWS = 256
+"""A request of at most this many rows to a matrix model (a LightGBM Booster: bounded,
+fast, no Python code of the user's), arriving alone, is scored on the event loop's thread:
+the hand-off to the batcher thread and back costs more than the trees."""
+
+
+async def _score(
+    entity: Entity, model: LoadedModel, parsed: Parsed, v2: bool, timeout_s: float
+) -> Any:
     frame = model.frame(parsed)
     try:
         if frame is not None:
-            assert entity.batcher is not None
-            return await _wait(entity.batcher.submit(model, frame), timeout_s)
+            batcher = entity.batcher
+            assert batcher is not None
+            inline = model.matrix_fn is not None and len(frame) <= INLINE_ROWS
+            if inline and await batcher.alone():
+                return model.predict_frame(frame)
+            return await _wait(batcher.submit(model, frame), timeout_s)
         loop = asyncio.get_running_loop()
         return await _wait(loop.run_in_executor(None, model.predict_request, parsed, v2), timeout_s)
     except RequestError:
@@ -361,13 +392,13 @@ def _log(
     )
 
 
-def _error(exc: RequestError) -> tuple[int, bytes, list[Any]]:
-    return exc.status, exc.body(), _JSON
+def _error(exc: RequestError, v2: bool = False) -> tuple[int, bytes, list[Any]]:
+    return exc.status, exc.body(v2), _JSON
 
 
-def _not_found(runtime: Runtime, message: str) -> tuple[int, bytes, list[Any]]:
+def _not_found(runtime: Runtime, message: str, v2: bool = False) -> tuple[int, bytes, list[Any]]:
     served = ", ".join(sorted(runtime.endpoints)) or "none"
-    return _error(RequestError(404, f"{message} (served: {served})", "ENDPOINT_NOT_FOUND"))
+    return _error(RequestError(404, f"{message} (served: {served})", "ENDPOINT_NOT_FOUND"), v2)
 
 
 def create_app() -> ServingApp:

@@ -5,7 +5,8 @@ reference after the new version is loaded and warmed, so requests in flight fini
 the version they started with. A :class:`Batcher` thread per entity scores the requests
 queued at the same moment in one call (up to ``max_batch_rows`` rows), which is where
 concurrent throughput comes from; a failed batch is retried request by request, so one
-bad request never fails its neighbours.
+bad request never fails its neighbours. A request that arrives alone, while its batcher
+is idle, is scored without it (see :meth:`Batcher.alone`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from lakeforge.project import EntitySpec
-from lakeforge.serving._model import LoadedModel, split
+from lakeforge.serving._model import LoadedModel, join, split
 
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace
@@ -44,7 +44,7 @@ class Entity:
     swaps: int = 0
     batcher: Batcher | None = field(default=None, repr=False)
 
-    @property
+    @cached_property
     def name(self) -> str:
         return self.spec.entity_name
 
@@ -102,7 +102,7 @@ def load(
 @dataclass
 class _Item:
     model: LoadedModel
-    frame: pd.DataFrame
+    frame: Any  # what LoadedModel.frame made: a DataFrame or a matrix
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
 
@@ -112,15 +112,35 @@ class Batcher:
 
     def __init__(self, name: str, max_rows: int) -> None:
         self.max_rows = max_rows
+        self._pending = 0  # submitted, not answered yet (counted on the event loop's thread)
+        self._arriving = 0  # requests deciding in :meth:`alone` right now
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
-    def submit(self, model: LoadedModel, frame: pd.DataFrame) -> asyncio.Future[Any]:
+    async def alone(self) -> bool:
+        """Whether a request may skip the queue: nothing is queued or being scored, and no
+        other request arrived with this one (each yields once, so that requests read in
+        the same pass of the event loop see each other and are batched together)."""
+        if self._pending:
+            return False
+        self._arriving += 1
+        try:
+            await asyncio.sleep(0)
+        finally:
+            self._arriving -= 1
+        return not self._arriving and not self._pending
+
+    def submit(self, model: LoadedModel, frame: Any) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        self._pending += 1
+        future.add_done_callback(self._answered)
         self._queue.put(_Item(model, frame, future, loop))
         return future
+
+    def _answered(self, _future: asyncio.Future[Any]) -> None:
+        self._pending -= 1
 
     def stop(self) -> None:
         self._queue.put(None)
@@ -151,7 +171,7 @@ class Batcher:
     def _score(self, model: LoadedModel, items: list[_Item]) -> None:
         if len(items) > 1:
             try:
-                frame = pd.concat([i.frame for i in items], ignore_index=True)
+                frame = join([i.frame for i in items])
                 parts = split(model.predict_frame(frame), [len(i.frame) for i in items])
             except Exception:
                 parts = None

@@ -1,7 +1,8 @@
 """Wire formats: the MLflow scoring protocol and the Open Inference Protocol (V2).
 
 Requests become *columns* (name -> list of values) whenever the payload is tabular,
-so a model with a column signature can be scored without MLflow's slower parser.
+so a model with a column signature can be scored without MLflow's slower parser; a V2
+request with one ``[rows, n_features]`` tensor becomes a NumPy *matrix* instead.
 Anything else is kept as the raw body and handed to MLflow's own parser
 (:func:`mlflow_parse`), so every payload ``mlflow models serve`` accepts is accepted.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,8 @@ _V2_TYPES = {
     "FP64": "float64",
     "BYTES": "object",
 }
+_MATRIX_TYPES = [t for t in _V2_TYPES if t not in ("BOOL", "BYTES")]
+_V2_OF_NUMPY = {np.dtype(n): t for t, n in _V2_TYPES.items() if n != "object"}
 
 
 class RequestError(Exception):
@@ -51,7 +54,10 @@ class RequestError(Exception):
         self.message = message
         self.error_code = error_code
 
-    def body(self) -> bytes:
+    def body(self, v2: bool = False) -> bytes:
+        """MLflow's error body, or the Open Inference Protocol's ``{"error": ...}``."""
+        if v2:
+            return orjson.dumps({"error": self.message, "error_code": self.error_code})
         return orjson.dumps({"error_code": self.error_code, "message": self.message})
 
 
@@ -65,6 +71,7 @@ class Parsed:
     params: dict[str, Any] | None
     client_request_id: str | None = None
     split: tuple[list[str], list[list[Any]]] | None = None  # dataframe_split: names, rows
+    matrix: np.ndarray | None = None  # V2's one [rows, n_features] tensor (columns is None)
 
 
 def _decode(body: bytes) -> Any:
@@ -145,12 +152,23 @@ def parse_mlflow(body: bytes, client_request_id: str | None = None) -> Parsed:
     return Parsed(body, columns, rows, params, client_request_id, split)
 
 
-def parse_v2(body: bytes, client_request_id: str | None = None) -> tuple[Parsed, str | None]:
-    """Decode an Open Inference Protocol request: named input tensors become columns."""
+def parse_v2(
+    body: bytes, client_request_id: str | None = None, names: Collection[str] = ()
+) -> tuple[Parsed, str | None]:
+    """Decode an Open Inference Protocol request: named input tensors become columns, and
+    one 2-D tensor not named after a column in ``names`` (the model's) becomes a matrix."""
     decoded = _decode(body)
     inputs = decoded.get("inputs") if isinstance(decoded, dict) else None
     if not isinstance(inputs, list) or not inputs:
         raise RequestError(400, "the request must have a non-empty 'inputs' list of tensors")
+    parameters = decoded.get("parameters")
+    params = parameters if isinstance(parameters, dict) and parameters else None
+    request_id = decoded.get("id")
+    v2_id = str(request_id) if request_id is not None else None
+    single = inputs[0] if len(inputs) == 1 and isinstance(inputs[0], dict) else None
+    if single is not None and _is_matrix(single, names):
+        matrix = _matrix(single)
+        return Parsed(body, None, len(matrix), params, client_request_id, matrix=matrix), v2_id
     columns: dict[str, list[Any]] = {}
     for index, tensor in enumerate(inputs):
         where = f"inputs[{index}]"
@@ -169,25 +187,85 @@ def parse_v2(body: bytes, client_request_id: str | None = None) -> tuple[Parsed,
             raise RequestError(
                 400, f"{where}: tensor {name!r} appears more than once (each input once)"
             )
-        flat = np.asarray(data, dtype=object).reshape(-1).tolist() if data else []
-        columns[name] = flat
+        nested = data and isinstance(data[0], list)
+        columns[name] = np.asarray(data, dtype=object).reshape(-1).tolist() if nested else data
     lengths = {name: len(values) for name, values in columns.items()}
     if len(set(lengths.values())) != 1:
         raise RequestError(400, f"input tensors must have the same length (got {lengths})")
-    parameters = decoded.get("parameters")
-    params = parameters if isinstance(parameters, dict) and parameters else None
-    request_id = decoded.get("id")
     rows = next(iter(lengths.values()))
-    return Parsed(body, columns, rows, params, client_request_id), (
-        str(request_id) if request_id is not None else None
+    return Parsed(body, columns, rows, params, client_request_id), v2_id
+
+
+def _is_matrix(tensor: dict[str, Any], names: Collection[str]) -> bool:
+    """Whether one input tensor is ``[rows, n_features]`` rather than one column."""
+    shape = tensor.get("shape")
+    named = tensor.get("name")
+    return bool(names) and isinstance(shape, list) and len(shape) == 2 and named not in names
+
+
+def _matrix(tensor: dict[str, Any]) -> np.ndarray:
+    """A ``[rows, n_features]`` tensor (row-major ``data``, flat or nested) as a matrix."""
+    name, datatype, shape = tensor.get("name"), tensor.get("datatype"), tensor["shape"]
+    where = f"inputs[0] ({name})"
+    if datatype not in _MATRIX_TYPES:
+        raise RequestError(
+            400,
+            f"{where}: a [rows, n_features] tensor has datatype {datatype!r}; allowed: "
+            f"{', '.join(_MATRIX_TYPES)}",
+        )
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+        raise RequestError(400, f"{where}: shape {shape} must be two whole numbers >= 0")
+    data = tensor.get("data")
+    if not isinstance(data, list):
+        raise RequestError(400, f"{where}: 'data' must be a list")
+    refused = RequestError(
+        400, f"{where}: 'data' must hold numbers (null for a missing float) of datatype {datatype}"
     )
+    try:
+        raw = np.asarray(data)
+        if raw.dtype.kind == "O" and any(
+            v is not None and (isinstance(v, bool) or not isinstance(v, int | float))
+            for v in raw.reshape(-1)
+        ):
+            raise refused
+        if raw.dtype.kind not in "iufO" and raw.size:
+            raise refused
+        array = raw.astype(_V2_TYPES[datatype])
+        if array.dtype.kind in "iu" and raw.size and not _same_integers(raw, array):
+            raise refused
+    except (TypeError, ValueError, OverflowError) as exc:
+        refused.message = f"{refused.message} ({exc})"
+        raise refused from None
+    if array.size != shape[0] * shape[1]:
+        raise RequestError(
+            400,
+            f"{where}: shape {shape} needs {shape[0] * shape[1]} values; 'data' has {array.size}",
+        )
+    return array.reshape(shape)
+
+
+def _same_integers(raw: np.ndarray, array: np.ndarray) -> bool:
+    """Whether ``raw`` was whole numbers that ``array``'s integer type holds unchanged."""
+    return raw.dtype.kind in "iu" and bool(np.array_equal(raw, array))
 
 
 def jsonable(predictions: Any) -> Any:
     """Predictions as MLflow's scoring server writes them (DataFrames as records)."""
+    if _plain(predictions):
+        return predictions  # orjson writes it as MLflow's ``tolist()`` would, without the copy
     from mlflow.utils.proto_json_utils import _get_jsonable_obj
 
     return _get_jsonable_obj(predictions, pandas_orient="records")  # type: ignore[no-untyped-call]
+
+
+def _plain(value: Any) -> bool:
+    """A NumPy array of numbers or booleans that orjson serialises as it is."""
+    return (
+        isinstance(value, np.ndarray)
+        and value.dtype.kind in "biuf"
+        and value.dtype.byteorder in "=|"
+        and value.flags.c_contiguous
+    )
 
 
 def dumps(value: Any) -> bytes:
@@ -221,19 +299,11 @@ def v2_outputs(predictions: Any) -> list[dict[str, Any]]:
             {
                 "name": name,
                 "shape": list(array.shape),
-                "datatype": _v2_type(array),
-                "data": array.reshape(-1).tolist(),
+                "datatype": _V2_OF_NUMPY.get(array.dtype, "BYTES"),
+                "data": flat if _plain(flat := array.reshape(-1)) else flat.tolist(),
             }
         )
     return outputs
-
-
-def _v2_type(array: np.ndarray) -> str:
-    kind = array.dtype
-    for name, numpy_name in _V2_TYPES.items():
-        if numpy_name != "object" and kind == np.dtype(numpy_name):
-            return name
-    return "BYTES"
 
 
 # -- HTTP: headers, bearer tokens, bodies -------------------------------------------------
