@@ -30,9 +30,11 @@ FACADES = [
     "lakeforge.llm",
     "lakeforge.monitoring",
     "lakeforge.project",
+    "lakeforge.rag",
     "lakeforge.registry",
     "lakeforge.serving",
     "lakeforge.tracking",
+    "lakeforge.vectors",
 ]
 
 

@@ -23,6 +23,7 @@ from lakeforge.deployment import deploy, validate
 from lakeforge.features import create_training_set, publish_table
 from lakeforge.inference import score
 from lakeforge.lakehouse import Ingestor, Lakehouse
+from lakeforge.rag import evaluate_retrieval, log_chain
 from lakeforge.tracking import Tracker, TrainingRun, evaluate, tune
 
 
@@ -73,6 +74,8 @@ def _assert_same(facade: Callable[..., Any], target: Callable[..., Any], *, extr
         ("ingest_retry", Ingestor.retry),
         ("ingest_forget", Ingestor.forget),
         ("score", score),
+        ("log_chain", log_chain),
+        ("evaluate_retrieval", evaluate_retrieval),
     ],
 )
 def test_workspace_method_has_the_signature_of_what_it_calls(

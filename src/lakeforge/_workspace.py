@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     )
     from lakeforge.llm import Prompts
     from lakeforge.project import ValidationMode, ValidationPolicy
+    from lakeforge.rag import ChainConfig, LLMConfig, RetrievalEvaluation
     from lakeforge.registry import Registry
     from lakeforge.state import StateStore
     from lakeforge.tracking import (
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
         TrainingRun,
         TuningResult,
     )
+    from lakeforge.vectors import QueryType, VectorIndexes
 
 # Ingestor's defaults, repeated so that importing lakeforge stays light (a test keeps them equal).
 _BATCH_BYTES = 256 * 1024 * 1024
@@ -99,6 +101,13 @@ class Workspace:
         from lakeforge.llm import Prompts
 
         return Prompts(self.project, self.target, self.state)
+
+    @cached_property
+    def vectors(self) -> VectorIndexes:
+        """Vector indexes of this target (sync from Delta, search, pin, rollback)."""
+        from lakeforge.vectors import VectorIndexes
+
+        return VectorIndexes(self)
 
     @cached_property
     def features(self) -> FeatureTables:
@@ -351,6 +360,74 @@ class Workspace:
             evaluators=evaluators,
             metric_prefix=metric_prefix,
             model_options=model_options,
+        )
+
+    def log_chain(
+        self,
+        *,
+        name: str,
+        index: str,
+        prompt: str,
+        llm: LLMConfig | Mapping[str, Any],
+        k: int = 5,
+        filter: str | None = None,
+        query_type: QueryType = "vector",
+        trace: bool = True,
+        questions: Any = None,
+        eval_k: Sequence[int] = (1, 5, 10),
+        input_example: str = "What does this index know about?",
+        description: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> Any:
+        """Log and register a RAG chain (retrieve -> prompt -> LLM) as an MLflow pyfunc;
+        see :func:`lakeforge.rag.log_chain`."""
+        from lakeforge.rag import log_chain
+
+        return log_chain(
+            self,
+            name=name,
+            index=index,
+            prompt=prompt,
+            llm=llm,
+            k=k,
+            filter=filter,
+            query_type=query_type,
+            trace=trace,
+            questions=questions,
+            eval_k=eval_k,
+            input_example=input_example,
+            description=description,
+            tags=tags,
+        )
+
+    def evaluate_retrieval(
+        self,
+        index: str | ChainConfig,
+        questions: Any,
+        *,
+        k: Sequence[int] = (1, 5, 10),
+        question_column: str = "question",
+        relevant_column: str = "relevant_ids",
+        filter: str | None = None,
+        query_type: QueryType = "vector",
+        log: bool = True,
+        prefix: str = "",
+    ) -> RetrievalEvaluation:
+        """recall@k, MRR, nDCG@k of an index (or a chain's retrieval) on labelled questions,
+        logged on the active run; see :func:`lakeforge.rag.evaluate_retrieval`."""
+        from lakeforge.rag import evaluate_retrieval
+
+        return evaluate_retrieval(
+            self,
+            index,
+            questions,
+            k=k,
+            question_column=question_column,
+            relevant_column=relevant_column,
+            filter=filter,
+            query_type=query_type,
+            log=log,
+            prefix=prefix,
         )
 
     def sql(self, query: str, *, read_only: bool = True) -> pa.Table:

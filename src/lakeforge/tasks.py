@@ -190,3 +190,30 @@ def score(
         "output_version": result.output_version,
         "chunks_skipped": result.chunks_skipped,
     }
+
+
+def sync_vector_index(
+    name: str, *, full: bool = False, target: str | None = None, project_dir: str | None = None
+) -> dict[str, Any]:
+    """Sync a vector index with its source table (the changes since its last sync).
+
+    With a ``table_update`` trigger on the source, a job running this keeps the index in
+    step with each commit; a run that died is redone by the next (exactly once).
+    """
+    from lakeforge.vectors import sync
+
+    with connect(target, project_dir=project_dir) as ws:
+        result = sync(ws, name, full=full)
+    print(
+        f"vector index {result.index}: source v{result.delta_version}, {result.upserted} "
+        f"upserted, {result.deleted} deleted -> index version {result.index_version}",
+        flush=True,
+    )
+    return {
+        "index": result.index,
+        "delta_version": result.delta_version,
+        "upserted": result.upserted,
+        "deleted": result.deleted,
+        "index_version": result.index_version,
+        "pinned": result.pinned,
+    }

@@ -34,7 +34,7 @@ from lakeforge.bundle._snapshot import collect, current, describe, record, stage
 from lakeforge.bundle._validate import check_references
 from lakeforge.errors import LakeforgeError, SchemaMismatchError, TableNameError
 from lakeforge.lakehouse import TableName, parse_columns
-from lakeforge.project import EndpointSpec, JobSpec, MonitorSpec, TableSpec
+from lakeforge.project import EndpointSpec, JobSpec, MonitorSpec, TableSpec, VectorIndexSpec
 from lakeforge.state import deployed_resources, job_settings, upsert
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 Action = Literal["create", "update", "delete", "forget"]
 Progress = Callable[[str], None]  # told each step: snapshotting, validating, each resource
-Kind = Literal["job", "table", "endpoint", "monitor"]
+Kind = Literal["job", "table", "endpoint", "monitor", "vector_index"]
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,9 @@ class Plan:
         return bool(self.changes) or self.code is not None
 
 
-def canonical_json(spec: JobSpec | TableSpec | EndpointSpec | MonitorSpec) -> str:
+def canonical_json(
+    spec: JobSpec | TableSpec | EndpointSpec | MonitorSpec | VectorIndexSpec,
+) -> str:
     """The spec as canonical JSON (sorted keys, no spaces): what the spec hash covers."""
     return json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
@@ -209,6 +211,16 @@ def plan(ws: Workspace) -> Plan:
         elif row.spec_hash != spec_hash(monitor_spec):
             fields = _changed_fields(json.loads(row.spec), json.loads(spec))
             changes.append(Change("update", "monitor", monitor, monitor, spec, fields=fields))
+
+    if config.vector_indexes:  # created empty, so serving finds them before the first sync
+        for info in ws.vectors.list():
+            if info.latest_version is None:
+                index_spec = config.vector_indexes[info.name]
+                changes.append(
+                    Change(
+                        "create", "vector_index", info.name, info.name, canonical_json(index_spec)
+                    )
+                )
 
     by_kind: dict[str, Any] = {
         "job": jobs,
@@ -346,6 +358,10 @@ def apply(ws: Workspace, plan: Plan, *, progress: Progress | None = None) -> Pla
                 from lakeforge.serving import create_inference_table as create_table
 
                 create_table(ws, table.table)
+        if change.kind == "vector_index" and change.action == "create":
+            from lakeforge.vectors import ensure_index
+
+            ensure_index(ws, change.name)
     with ws.state.connect_engine().begin() as conn:
         for change in plan.changes:
             if change.action in ("create", "update"):

@@ -22,10 +22,12 @@ from lakeforge.cli import (
     _models,
     _monitor,
     _prompts,
+    _rag,
     _runs,
     _score,
     _serve,
     _tables,
+    _vectors,
 )
 from lakeforge.cli._context import CliState, console, err_console, sigterm_interrupts, state
 from lakeforge.cli._context import workspace as _ctx_workspace
@@ -53,6 +55,8 @@ app.command()(_data.sql)
 app.command("score")(_score.score_command)
 app.add_typer(_ingest.app, name="ingest")
 app.add_typer(_monitor.app, name="monitor")
+app.add_typer(_vectors.app, name="vectors")
+app.add_typer(_rag.app, name="rag")
 
 
 @app.callback()

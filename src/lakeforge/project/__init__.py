@@ -105,6 +105,12 @@ from lakeforge.project._policy import (
 )
 from lakeforge.project._policy import Mode as ValidationMode
 from lakeforge.project._project import PROJECT_DIR_ENV, TARGET_ENV, Project, Target, is_remote_uri
+from lakeforge.project._vectors import (
+    EmbeddingSpec,
+    IndexParams,
+    VectorIndexSpec,
+    check_index_name,
+)
 from lakeforge.project._webhooks import WebhookConfig
 
 __all__ = [
@@ -152,11 +158,13 @@ __all__ = [
     "DeploymentPolicy",
     "DriftOverride",
     "EffectivePolicy",
+    "EmbeddingSpec",
     "EndpointMonitorSpec",
     "EndpointSpec",
     "EntitySpec",
     "EventError",
     "FileArrivalTrigger",
+    "IndexParams",
     "InferenceTableSpec",
     "JobFinishedTrigger",
     "JobSpec",
@@ -189,7 +197,9 @@ __all__ = [
     "UserLimits",
     "ValidationMode",
     "ValidationPolicy",
+    "VectorIndexSpec",
     "WebhookConfig",
+    "check_index_name",
     "check_name",
     "check_patterns",
     "check_type",

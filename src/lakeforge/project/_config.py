@@ -18,6 +18,7 @@ from lakeforge.project._llm import LLMEndpointSpec
 from lakeforge.project._monitor_alerts import SmtpConfig
 from lakeforge.project._monitors import MonitorSpec
 from lakeforge.project._policy import DeploymentPolicy
+from lakeforge.project._vectors import VectorIndexSpec, check_index_name
 from lakeforge.project._webhooks import SECRET_SOURCES, WebhookConfig
 
 PROJECT_FILE = "lakeforge.yaml"
@@ -122,6 +123,20 @@ class ProjectConfig(Strict):
         default_factory=dict,
         description="LLM gateway endpoints `lakeforge serve` runs (OpenAI-compatible): name -> spec.",
     )
+    vector_indexes: dict[str, VectorIndexSpec] = Field(
+        default_factory=dict,
+        description="Vector indexes synced from Delta tables (lakeforge vectors): schema.name -> spec.",
+    )
+
+    @field_validator("vector_indexes")
+    @classmethod
+    def _vector_index_names(cls, value: dict[str, VectorIndexSpec]) -> dict[str, VectorIndexSpec]:
+        for name, spec in value.items():
+            check_index_name(name)
+            if spec.name and spec.name != name:
+                raise ValueError(f"vector index {name!r} says name: {spec.name!r}; leave name out")
+            spec.name = name
+        return value
 
     @field_validator("monitors")
     @classmethod
