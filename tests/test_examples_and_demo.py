@@ -15,6 +15,8 @@ EXAMPLES = Path(__file__).parents[1] / "examples"
 # What each example prints last when it worked: every example has its own check.
 EXPECTED = {
     "batch_scoring.py": "stream after an append: 1000 new rows",
+    "vector_search.py": "rolled back: search reads the first sync again",
+    "rag_chain.py": "prompt sent: [n1] Newark Liberty airport, in New Jersey, is a hub for United",
     "deployment.py": "deployed through the manual approval gate",
     "feature_store.py": "scored 5 from keys offline, 5 online",
     "jobs.py": "trigger table_update:dev.silver.orders fired run 2: succeeded",
@@ -125,3 +127,13 @@ def test_demo_walks_the_lakehouse_on_real_flights(tmp_path: Path) -> None:
     assert logged == [
         {"n": 10, "prompts": 1, "prompt": "dev.prompts.flight_help/2", "costed": True}
     ]
+    # vector search kept in step with its table, and a RAG chain served over the gateway
+    assert "documents of dev.gold.travel_docs embedded" in text
+    assert "1 upserted, 1 deleted" in text
+    found = ws.vectors.search("gold.travel_docs_index", "a big airport near Chicago", k=3)
+    assert "ORD" in found["code"].to_pylist()
+    assert (
+        "airline-OO"
+        not in ws.vectors.search("gold.travel_docs_index", "SkyWest", k=5)["doc_id"].to_pylist()
+    )
+    assert "'airline-B6'" in text and "recall@3" in text

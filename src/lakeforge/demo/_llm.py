@@ -52,8 +52,9 @@ QUESTIONS = [
 ]
 
 
-def llm_gateway(ws: Workspace, console: Console) -> None:
-    """Register and release a prompt, serve it through the gateway, read the logs."""
+def llm_gateway(ws: Workspace, console: Console, provider_url: str) -> None:
+    """Register and release a prompt, serve it through the gateway over the provider at
+    ``provider_url`` (the fake one: :func:`fake_provider`), read the logs."""
     console.print(Rule("11. LLM gateway: a versioned prompt, an OpenAI-compatible endpoint"))
     ws.prompts.register(PROMPT, "You answer questions about New York flights.")
     ws.prompts.register(
@@ -65,30 +66,25 @@ def llm_gateway(ws: Workspace, console: Console) -> None:
     console.print(f"  prompt {PROMPT}: 2 versions, @production -> v2; the change:")
     for line in ws.prompts.diff(f"{PROMPT}/1", f"{PROMPT}/2").splitlines()[2:]:
         console.print(f"    {line}", markup=False, highlight=False)
-    provider, provider_url = _fake_provider()
+    with (ws.project.directory / "lakeforge.yaml").open("a") as handle:
+        handle.write(ENDPOINT.format(url=provider_url, key=KEY_ENV))
+    url, server = _serve(ws)
     try:
-        with (ws.project.directory / "lakeforge.yaml").open("a") as handle:
-            handle.write(ENDPOINT.format(url=provider_url, key=KEY_ENV))
-        url, server = _serve(ws)
-        try:
-            answers = [
-                _chat(url, question, user)
-                for question in QUESTIONS
-                for user in ("ada", "grace", "linus")
-            ]
-            console.print(
-                f"  POST {url}/v1/chat/completions, 9 questions from 3 users: "
-                f"'{answers[0]['choices'][0]['message']['content'][:60]}...'"
-            )
-            _post(provider_url.removesuffix("/v1") + "/_fake/fail", _FAILURE)
-            retried = _chat(url, QUESTIONS[0], "ada")
-            console.print(f"  a provider 503 is retried: the client gets {retried['object']}")
-        finally:
-            server.send_signal(signal.SIGTERM)  # drains, then flushes the LLM log
-            server.wait(timeout=60)
+        answers = [
+            _chat(url, question, user)
+            for question in QUESTIONS
+            for user in ("ada", "grace", "linus")
+        ]
+        console.print(
+            f"  POST {url}/v1/chat/completions, 9 questions from 3 users: "
+            f"'{answers[0]['choices'][0]['message']['content'][:60]}...'"
+        )
+        _post(provider_url.removesuffix("/v1") + "/_fake/fail", _FAILURE)
+        retried = _chat(url, QUESTIONS[0], "ada")
+        console.print(f"  a provider 503 is retried: the client gets {retried['object']}")
     finally:
-        provider.terminate()
-        provider.wait(timeout=30)
+        server.send_signal(signal.SIGTERM)  # drains, then flushes the LLM log
+        server.wait(timeout=60)
     show(
         console,
         ws,
@@ -110,7 +106,7 @@ def llm_gateway(ws: Workspace, console: Console) -> None:
     )
 
 
-def _fake_provider() -> tuple[subprocess.Popen[str], str]:
+def fake_provider() -> tuple[subprocess.Popen[str], str]:
     """Lakeforge's fake OpenAI-protocol server (what its tests use), standing in for a
     provider; it prints its URL first."""
     provider = subprocess.Popen(

@@ -20,10 +20,10 @@ monitors:
     baseline_table: gold.flights_baseline
     drift_min_count: 1000
     alerts:
-      - name: dataset_drift
+      - name: dataset_drift             # a third of the columns drift in 2 of 3 months
         metric: drift_share
         comparator: ">="
-        threshold: 0.5
+        threshold: 0.3
         windows: 2 of last 3
         channels: [log, events]
         action: {job: retrain, parameters: {reason: drift}}

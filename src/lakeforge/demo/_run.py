@@ -21,11 +21,12 @@ from lakeforge.demo._data import (
 )
 from lakeforge.demo._features import feature_store
 from lakeforge.demo._jobs import DEMO_JOBS, DEMO_PIPELINES, commit_project, run_jobs
-from lakeforge.demo._llm import llm_gateway
+from lakeforge.demo._llm import fake_provider, llm_gateway
 from lakeforge.demo._monitoring import DEMO_MONITORS, DEMO_RETRAIN_JOB, DEMO_RETRAIN_TASK, monitor
 from lakeforge.demo._scoring import score_flights
 from lakeforge.demo._serving import DEMO_ENDPOINTS, serve_endpoint
 from lakeforge.demo._training import train_model, use_demo_policy
+from lakeforge.demo._vectors import vector_search
 from lakeforge.project import init_project
 
 
@@ -118,10 +119,18 @@ def run_demo(directory: Path, console: Console | None = None) -> Workspace:
     serve_endpoint(ws, console)
     score_flights(ws, console)
     monitor(ws, console)
-    llm_gateway(ws, console)
+    provider, provider_url = fake_provider()  # a local stand-in for an LLM provider
+    try:
+        llm_gateway(ws, console, provider_url)
+        vector_search(ws, console)
+    finally:
+        provider.terminate()
+        provider.wait(timeout=30)
     console.print(Rule("Done"))
     console.print(
         f"Project: {project}\nTry: lakeforge --project-dir {project} tables list\n"
+        f"     lakeforge --project-dir {project} vectors query gold.travel_docs_index "
+        "'delays in winter' -k 3\n"
         f"     lakeforge --project-dir {project} serve   (then POST keys to "
         "/serving-endpoints/departure_delay/invocations)"
     )
