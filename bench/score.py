@@ -13,13 +13,18 @@ process (imports and setup untimed):
   two processes over the two halves.
 * ``naive``: ``DeltaTable.to_pandas()``, ``mlflow.pyfunc.load_model``, ``predict``,
   ``write_deltalake`` of ``id`` + prediction to a new table.
-* ``lakeforge``: ``ws.score(model, input=table, output=new table)``, the local engine,
+* ``lakeforge``: ``ws.score(model, input=table, output=new table)``, the local engine with
+  its default workers (one per core; in-process for a model cheaper than sending it rows),
   end to end (model resolution and load, reading, scoring, idempotent commits).
 * ``ray``: the same with ``engine="ray"`` (the Ray start is timed apart).
-* ``lakeforge @ rows/10``: the local engine on a tenth of the rows, for peak memory.
+* ``lakeforge@small``: the same on a tenth of the rows (a fifth with ``--quick``: 200k
+  rows, two units, so both workers score), with the workers the full-size run used (a
+  pool, or none), for peak memory: 1M vs 10M rows in the full run, 200k vs 1M with
+  ``--quick``.
 
-Then streaming: ``run_stream(..., once=True, max_rows=1000)`` over a table of 1k-row
-commits (1k-row micro-batches), LightGBM.
+Then streaming, LightGBM: ``run_stream(..., once=True, max_rows=1000)`` over one 1k-row
+commit (the start: imports, model load, checks), then again over ``commits`` more 1k-row
+commits (1k-row micro-batches), timed.
 
 Peak memory is the largest sum of RSS over the child's whole process tree (its pool
 workers, or Ray's processes), sampled every 50 ms from ``/proc``, and the child's own
@@ -192,7 +197,9 @@ def side_naive(ws: Any, model: str, rows: int, reps: int, warmup: int, out: Path
     return times, imported
 
 
-def side_lakeforge(ws: Any, model: str, rows: int, reps: int, warmup: int, engine: str) -> Any:
+def side_lakeforge(
+    ws: Any, model: str, rows: int, reps: int, warmup: int, engine: str, workers: int | None
+) -> Any:
     imported = rss_mib()
     extra: dict[str, Any] = {}
     from lakeforge.inference._local import cores
@@ -214,35 +221,55 @@ def side_lakeforge(ws: Any, model: str, rows: int, reps: int, warmup: int, engin
 
     def run(rep: int) -> Any:
         uri = f"{MODELS[model]}@champion"
-        # one worker per core at every size (small input would score in-process by default)
-        return ws.score(uri, input=TABLE, output=output(rep), engine=engine, workers=cores())
+        # default workers: one per core, unless the model costs less than sending its rows
+        return ws.score(uri, input=TABLE, output=output(rep), engine=engine, workers=workers)
 
     times, results = time_reps(run, reps, setup=setup, warmup=warmup)
     assert results[-1].rows_in == rows and results[-1].rows_failed == 0, results[-1]
     extra["commits"] = len(results[-1].output_versions)
+    extra["pooled"] = _forkserver_started()
     for rep in range(warmup + reps):
         setup(rep)
     return times, imported, extra
 
 
+def _forkserver_started() -> bool:
+    """Whether a scoring run here started worker processes (the local engine's pool)."""
+    from multiprocessing import forkserver
+
+    return getattr(forkserver._forkserver, "_forkserver_pid", None) is not None
+
+
 def side_stream(ws: Any, commits: int) -> Any:
+    """A first ``--once`` run over one 1k-row commit (imports, model load, checks: timed
+    apart as ``start_s``), then one over ``commits`` more: 1k-row micro-batches, timed."""
     from lakeforge.inference._stream import run_stream
 
     source, output = "dev.bench.stream_in", "dev.bench.stream_out"
     for name in (source, output, output + "_errors"):
         if ws.tables.exists(name):
             ws.tables.drop(name)
-    data = ws.tables.read(TABLE).slice(0, commits * 1000)
-    for i in range(commits):
+    data = ws.tables.read(TABLE).slice(0, (commits + 1) * 1000)
+
+    def append(i: int) -> None:
         ws.tables.write(source, data.slice(i * 1000, 1000), mode="append", primary_keys=["id"])
+
+    def stream() -> Any:
+        uri = f"{MODELS['lgbm']}@champion"
+        return run_stream(ws, uri, input=source, output=output, once=True, max_rows=1000)
+
+    append(0)
     imported = rss_mib()
     began = time.perf_counter()
-    result = run_stream(
-        ws, f"{MODELS['lgbm']}@champion", input=source, output=output, once=True, max_rows=1000
-    )
+    stream()
+    start_s = time.perf_counter() - began
+    for i in range(1, commits + 1):
+        append(i)
+    began = time.perf_counter()
+    result = stream()
     elapsed = time.perf_counter() - began
     assert result.rows_scored == commits * 1000, result
-    return [elapsed], imported, {"micro_batches": result.micro_batches}
+    return [elapsed], imported, {"micro_batches": result.micro_batches, "start_s": start_s}
 
 
 def run_child(args: argparse.Namespace) -> None:
@@ -269,11 +296,17 @@ def run_child(args: argparse.Namespace) -> None:
             shutil.rmtree(out, ignore_errors=True)
         else:
             engine = "ray" if args.method == "ray" else "local"
-            times, imported, extra = side_lakeforge(ws, args.model, rows, reps, args.warmup, engine)
+            times, imported, extra = side_lakeforge(
+                ws, args.model, rows, reps, args.warmup, engine, args.workers
+            )
     emit(SideResult(args.method, rows, times, peak_rss_mib(), imported, extra))
 
 
 # -- parent -------------------------------------------------------------------------------
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0))
 
 
 def _tree_rss_mib(root: int) -> float:
@@ -362,7 +395,7 @@ def report(model: str, results: dict[str, SideResult]) -> list[str]:
             f"+{ray.best - lf.best:.2f} s ({ray.best / lf.best:.2f}x), plus "
             f"{ray.extra['ray_start_s']:.1f} s to start Ray"
         )
-    small = results.get("lakeforge@rows/10")
+    small = results.get("lakeforge@small")
     if small is not None:
         verdicts.append(
             f"{model}: lakeforge peak at {small.rows:,} rows {small.extra['tree_peak_mib']:,.0f} "
@@ -382,6 +415,7 @@ def main() -> None:
     parser.add_argument("--rebuild", action="store_true", help="build the table and models again")
     parser.add_argument("--project", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--method", choices=[*METHODS, "stream"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.method:
@@ -394,7 +428,8 @@ def main() -> None:
     )
     print(versions("pyarrow", "deltalake", "lightgbm", "sklearn", "mlflow", "ray"))
     project = build(rows, args.rebuild)
-    small_project = build(rows // 10, args.rebuild)
+    small_rows = rows // 5 if args.quick else rows // 10
+    small_project = build(small_rows, args.rebuild)
     common = ["--project", str(project), "--rows", str(rows), "--reps", str(reps)]
     common += ["--warmup", str(args.warmup)]
     verdicts: list[str] = []
@@ -410,9 +445,12 @@ def main() -> None:
             )
             print(f"... {model} {method}", flush=True)
             results[method] = run_method(method, [*common, "--model", model], env)
-        small = ["--project", str(small_project), "--rows", str(rows // 10), "--reps", str(reps)]
+        small = ["--project", str(small_project), "--rows", str(small_rows), "--reps", str(reps)]
         small += ["--warmup", str(args.warmup), "--model", model]
-        results["lakeforge@rows/10"] = run_method("lakeforge", small)
+        # the same process layout as the full-size run, so the peaks compare like with like
+        pooled = results["lakeforge"].extra["pooled"]
+        small += ["--workers", str(_cores() if pooled else 1)]
+        results["lakeforge@small"] = run_method("lakeforge", small)
         verdicts += report(model, results)
     if not args.skip_stream:
         print(f"... streaming {commits} commits of 1k rows", flush=True)
@@ -421,7 +459,8 @@ def main() -> None:
             f"streaming (lgbm, 1k-row micro-batches): {stream.rows_per_s:,.0f} rows/s, "
             f"{stream.best / stream.extra['micro_batches'] * 1000:.0f} ms per micro-batch "
             f"({stream.extra['micro_batches']} micro-batches), peak "
-            f"{stream.extra['tree_peak_mib']:,.0f} MiB"
+            f"{stream.extra['tree_peak_mib']:,.0f} MiB; the first run (imports, model load, "
+            f"one micro-batch) {stream.extra['start_s']:.1f} s"
         )
     print("\n" + "\n".join(verdicts))
     failed = any(v.endswith("FAIL") for v in verdicts)

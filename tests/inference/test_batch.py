@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -13,7 +15,7 @@ import pytest
 
 from lakeforge import Workspace
 from lakeforge.errors import LakeforgeError
-from lakeforge.inference import ENGINES, score
+from lakeforge.inference import ENGINES, ScoredBatch, ScoreJob, score
 from tests.inference.conftest import FEATURES, INPUT, INPUT_ROWS, NUMBERS
 
 META = ["model_name", "model_version", "model_alias", "scored_at", "input_version"]
@@ -60,6 +62,32 @@ def test_process_pool_equals_in_process(sws: Workspace) -> None:
     assert one.data.drop_columns(["scored_at"]).equals(two.data.drop_columns(["scored_at"]))
     assert one.data.column("id").to_pylist() == list(range(1000))
     assert one.data.column("prediction").to_pylist()[:3] == [0.0, 2.0, 4.0]
+
+
+@pytest.mark.parametrize(("slow_s", "pooled"), [("0", False), ("0.2", True)])
+def test_default_workers_pool_only_a_model_costlier_than_sending_its_rows(
+    sws: Workspace, monkeypatch: pytest.MonkeyPatch, slow_s: str, pooled: bool
+) -> None:
+    from lakeforge.inference import _batch, _local
+
+    used: list[int] = []
+    real = _local._pooled
+
+    def watched(job: ScoreJob, reader: Any) -> Iterator[tuple[int, ScoredBatch]]:
+        used.append(job.workers)
+        return real(job, reader)
+
+    monkeypatch.setattr(_local, "_pooled", watched)
+    monkeypatch.setattr(_batch, "_IN_PROCESS_ROWS", 0)  # 1,000 rows: no pool by default
+    monkeypatch.setattr(_batch, "cores", lambda: 2)
+    monkeypatch.setattr(_local, "_POOL_START_S", 0.0)
+    if not pooled:  # the cheap model: sending rows costs more than it saves
+        monkeypatch.setattr(_local, "_SEND_COST", 1e9)
+    monkeypatch.setenv("LF_TEST_SLOW_S", slow_s)
+    result = sws.score("ml.double@champion", input=NUMBERS, chunk_rows=300)
+    assert used == ([2] if pooled else [])
+    assert result.data is not None and result.data.column("id").to_pylist() == list(range(1000))
+    assert result.data.column("prediction").to_pylist()[:3] == [0.0, 2.0, 4.0]
 
 
 def test_sql_and_in_memory_input_and_file_output(sws: Workspace, tmp_path: Path) -> None:

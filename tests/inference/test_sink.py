@@ -81,3 +81,13 @@ def test_a_file_appears_whole_or_not_at_all(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet", "s_errors.parquet"]
     with pytest.raises(LakeforgeError, match=r"must end in \.parquet or \.csv"):
         FileSink(tmp_path / "s.json")
+
+
+def test_an_output_table_dropped_under_a_sink_is_seen_as_gone(ws: Workspace) -> None:
+    sink = DeltaSink(ws, "dev.gold.dropped")
+    sink.commit(batch([1], []), app_id="app", version=1)
+    assert sink.committed("app") == 1
+    ws.tables.drop("dev.gold.dropped")
+    assert sink.committed("app") is None
+    assert sink.commit(batch([2], []), app_id="app", version=1) is not None  # written again
+    assert ws.tables.read("dev.gold.dropped").column("id").to_pylist() == [2]

@@ -14,13 +14,8 @@ if TYPE_CHECKING:
         score,
         score_batch,
     )
-    from lakeforge.inference._model import (
-        ERRORS_SCHEMA,
-        ModelRef,
-        ScoredBatch,
-        Scorer,
-        resolve_model,
-    )
+    from lakeforge.inference._load import ModelRef, resolve_model
+    from lakeforge.inference._model import ERRORS_SCHEMA, ScoredBatch, Scorer
     from lakeforge.inference._sink import DeltaSink, FileSink
     from lakeforge.inference._stream import MicroBatch, StreamResult, run_stream
 
@@ -32,10 +27,10 @@ _HOME = {
     "score": "_batch",
     "score_batch": "_batch",
     "ERRORS_SCHEMA": "_model",
-    "ModelRef": "_model",
+    "ModelRef": "_load",
     "ScoredBatch": "_model",
     "Scorer": "_model",
-    "resolve_model": "_model",
+    "resolve_model": "_load",
     "DeltaSink": "_sink",
     "FileSink": "_sink",
     "MicroBatch": "_stream",

@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import pyarrow as pa
 
 from lakeforge.errors import LakeforgeError
+from lakeforge.inference._load import ModelRef, resolve_model
 from lakeforge.inference._local import concat, cores
-from lakeforge.inference._model import META_COLUMNS, ModelRef, ScoredBatch, Scorer, resolve_model
+from lakeforge.inference._model import META_COLUMNS, ScoredBatch, Scorer
 from lakeforge.inference._sink import FILE_FORMATS, DeltaSink, FileSink
 from lakeforge.inference._source import (
     Chunk,
@@ -68,6 +69,8 @@ class ScoreJob:
     input_version: int | None  # goes into every output row
     scored_at: datetime  # goes into every output row
     source: Source  # the input (table name and pinned version for table input)
+    # workers was chosen, not given: an engine may use fewer when more would not pay
+    adaptive: bool = False
 
 
 @dataclass
@@ -135,7 +138,8 @@ def score(
     scored rows. Output rows carry ``keys`` (default: the input table's primary keys,
     else every input column; ``keep_columns=True``: every input column), the prediction
     column(s), ``model_name``, ``model_version``, ``model_alias``, ``scored_at`` and
-    ``input_version``. ``workers`` defaults to one per core (one for small input).
+    ``input_version``. ``workers`` defaults to one per core, or one (this process) for
+    small input or when the local engine measures that a pool would not pay.
     """
     started = time.perf_counter()
     _check_options(input, input_version, sql, data, keys, keep_columns, features, chunk_rows)
@@ -165,7 +169,8 @@ def score(
     chunks: Iterator[Chunk] = (
         Chunk(c.number, [u.with_columns(columns) for u in c.units]) for c in source.chunks
     )
-    writer = _Writer.open(ws, output, source, scorer.output_schema(source.schema))
+    output_schema = scorer.output_schema(source.schema)
+    writer = _Writer.open(ws, output, source, output_schema)
     app_id = writer.app_id(source, ref)
     done = writer.committed(app_id)
     skipped = _Skipped()
@@ -181,6 +186,7 @@ def score(
         source.version,
         datetime.now(UTC),
         source,
+        adaptive=workers is None,
     )
     rows_scored = rows_failed = 0
     versions: list[int] = []
@@ -198,7 +204,7 @@ def score(
         raise
     finally:
         scorer.close()
-    frame, errors = writer.finish(scorer.output_schema(source.schema))
+    frame, errors = writer.finish(output_schema)
     return ScoreResult(
         model=ref,
         rows_in=skipped.rows + rows_scored + rows_failed,

@@ -1,24 +1,19 @@
-"""A registered model pinned for scoring, and the scorer each worker process runs.
+"""The scorer each worker process runs over Arrow batches, with one pinned model version.
 
-:func:`resolve_model` pins ``models:/name@alias`` to a version, downloads its artifacts
-once (cached by name, version and source) and loads the model once, so a model that
-cannot load fails before any data is read. :class:`Scorer` scores Arrow batches with
-serving's type handling: integers widened to the signature's floats, the same messages
-for missing or mistyped columns; rows the model fails on go to an errors table.
+:class:`Scorer` scores Arrow batches with serving's type handling: integers widened to
+the signature's floats, the same messages for missing or mistyped columns; rows the
+model fails on go to an errors table. A model whose column signature is all floats (most
+tabular models) takes serving's fast path: the batch's columns as one 2-D block, handed
+to the flavor's predict function, exactly what MLflow's schema enforcement would give it.
 """
 
 from __future__ import annotations
 
-import hashlib
+import inspect
 import json
-import re
-import shutil
-import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -27,9 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lakeforge.errors import LakeforgeError
+from lakeforge.inference._load import ModelRef, give_back, take_model
 
 if TYPE_CHECKING:
-    from lakeforge._workspace import Workspace
     from lakeforge.features.online import OnlineStore
 
 Features = Literal["offline", "online"]
@@ -47,116 +42,7 @@ ERRORS_SCHEMA = pa.schema(
         pa.field("scored_at", _SCORED_AT),
     ]
 )
-_URI = re.compile(
-    r"^(?:models:/)?(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[A-Za-z0-9_-]+))$"
-)
 _PROBES = 8  # single rows tried before bisecting a failed batch
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A registered model version pinned for one scoring run."""
-
-    name: str  # registered name as the registry spells it
-    version: str  # pinned version
-    alias: str | None  # the alias the URI named (None for a version URI)
-    uri: str  # 'models:/<name>/<version>' (pinned)
-    local_path: str  # downloaded model directory, loadable in any process
-
-    @property
-    def label(self) -> str:
-        """``name vN @alias`` for logs and summaries."""
-        return f"{self.name} v{self.version}" + (f" @{self.alias}" if self.alias else "")
-
-
-# The model resolve_model loaded to check it, handed to the first in-process Scorer
-# (a version loaded once in this process is not loaded again to be checked).
-_checked: dict[str, Any] = {}
-
-
-def resolve_model(ws: Workspace, model_uri: str) -> ModelRef:
-    """Pin ``model_uri`` (``models:/name@alias``, ``models:/name/3``, ``name@alias``,
-    ``name/3``) to a version, download it once and load it once.
-
-    A model that cannot load raises :class:`LakeforgeError` with its reason.
-    """
-    match = _URI.fullmatch(model_uri.strip())
-    if match is None:
-        raise LakeforgeError(
-            f"model URI {model_uri!r} is not models:/NAME/VERSION or models:/NAME@ALIAS "
-            "(the models:/ prefix is optional, e.g. dev.ml.delay@champion)"
-        )
-    ref = match["name"] + (f"/{match['version']}" if match["version"] else f"@{match['alias']}")
-    version = ws.models.resolve(ref)
-    name, number = str(version.name), str(version.version)
-    local = _download(ws, name, number, f"{version.source}|{version.creation_timestamp}")
-    pinned = ModelRef(name, number, match["alias"], f"models:/{name}/{number}", local)
-    if local not in _imports:  # not loaded in this process yet
-        _checked.clear()
-        _checked[local] = load_pyfunc(pinned)
-    return pinned
-
-
-def _download(ws: Workspace, name: str, version: str, source: str) -> str:
-    """The model's artifacts in a local folder, downloaded on first use (atomic rename)."""
-    import mlflow
-
-    from lakeforge.tracking import use_target
-
-    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
-    if ws.target.is_local:
-        cache = Path(ws.target.path(".cache", "models"))
-    else:
-        cache = Path(tempfile.gettempdir()) / "lakeforge-models" / ws.project.name / ws.target.name
-    folder = cache / name / f"{version}-{digest}"
-    if folder.is_dir():
-        return str(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=folder.parent))
-    try:
-        with use_target(ws.target):
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{name}/{version}", dst_path=str(staging)
-            )
-        try:
-            staging.rename(folder)
-        except OSError:  # another process cached it first
-            if not folder.is_dir():
-                raise
-    except Exception as exc:
-        raise LakeforgeError(
-            f"model {name} v{version} could not be downloaded: {type(exc).__name__}: {exc}"
-        ) from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return str(folder)
-
-
-def load_pyfunc(ref: ModelRef) -> Any:
-    """``ref``'s pyfunc model; a model that cannot load raises with its reason."""
-    import mlflow
-
-    before = set(sys.modules)
-    try:
-        model = mlflow.pyfunc.load_model(ref.local_path)
-    except Exception as exc:
-        raise LakeforgeError(
-            f"model {ref.name} v{ref.version} cannot load: {type(exc).__name__}: {exc}"
-        ) from None
-    loader = model.metadata.flavors.get("python_function", {}).get("loader_module")
-    new = {name.partition(".")[0] for name in set(sys.modules) - before}
-    _imports[ref.local_path] = sorted(new | ({loader} if loader else set()))
-    return model
-
-
-# Packages loading each model imported (when it was the first to need them): what a
-# worker process can import before it forks, saving each worker the time.
-_imports: dict[str, list[str]] = {}
-
-
-def preload_modules(ref: ModelRef) -> list[str]:
-    """Modules worth importing once in a fork server for workers that load ``ref``."""
-    return ["lakeforge.inference._model", "mlflow.pyfunc", *_imports.get(ref.local_path, [])]
 
 
 @dataclass
@@ -205,9 +91,10 @@ class Scorer:
         self._store: OnlineStore | None = None
         self._columns: list[_Column] | None = None
         self._predicted: list[pa.Field] | None = None
+        self._fast: _FastPath | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_model": None, "_store": None}
+        return {**self.__dict__, "_model": None, "_store": None, "_fast": None}
 
     # -- loading ----------------------------------------------------------------------
 
@@ -215,13 +102,14 @@ class Scorer:
         """Load the model (once; later calls do nothing), attaching the online store."""
         if self._model is not None:
             return
-        model = _checked.pop(self.ref.local_path, None) or load_pyfunc(self.ref)
+        model = take_model(self.ref)
         if self.features == "online":
             attach = getattr(_python_model(model), "use_online_store", None)
             if attach is not None:
                 self._store = self._open_store()
                 attach(self._store)
         self._columns = _signature_columns(model)
+        self._fast = _FastPath.of(model, self._columns)
         self._model = model
 
     def _open_store(self) -> OnlineStore:
@@ -233,10 +121,14 @@ class Scorer:
         return open_online_store(target.online_store, namespace=f"{project.name}.{target.name}")
 
     def close(self) -> None:
-        """Close the online store, if one was opened."""
+        """Close the online store, if one was opened; else keep the model loaded for the
+        next scorer of this version in this process."""
         if self._store is not None:
             self._store.close()
             self._store = None
+        elif self._model is not None:
+            give_back(self.ref, self._model)
+        self._model = None
 
     @property
     def model(self) -> Any:
@@ -399,6 +291,9 @@ class Scorer:
     def _predict(self, part: pa.Table) -> Any:
         from lakeforge.features import widen_to_signature
 
+        fast = self._fast.predict(part) if self._fast is not None else None
+        if fast is not None:
+            return _prediction_arrays(fast, part.num_rows, self.prediction)
         schema = self._model.metadata.get_input_schema()
         frame = _model_frame(_naive_utc(part), self._columns)
         predictions = self._model.predict(widen_to_signature(frame, schema))
@@ -428,6 +323,52 @@ class Scorer:
             "the model failed on null or non-finite values (NaN, Infinity) in required "
             f"column(s) {', '.join(map(repr, names))}; send values it accepts"
         )
+
+
+class _FastPath:
+    """Serving's fast path for a column signature of floats only: the batch's columns as
+    one 2-D block in the signature's order and type, passed to the flavor's predict
+    function (what MLflow's schema enforcement would pass it)."""
+
+    def __init__(self, model: Any, names: list[str], dtype: np.dtype[Any]) -> None:
+        self.names = names
+        self.index = pd.Index(names)
+        self.dtype = dtype
+        self.target = pa.from_numpy_dtype(dtype)
+        self.function = model._predict_fn
+        params = inspect.signature(self.function).parameters.get("params")
+        self.params = params is not None and params.kind != inspect.Parameter.VAR_KEYWORD
+
+    @classmethod
+    def of(cls, model: Any, columns: list[_Column] | None) -> _FastPath | None:
+        """The fast path for ``model`` (None: it takes MLflow's path)."""
+        metadata = model.metadata
+        hinted = getattr(metadata, "_is_signature_from_type_hint", lambda: False)()
+        from_example = getattr(metadata, "_is_type_hint_from_example", lambda: False)()
+        if not columns or hinted or from_example or not hasattr(model, "_predict_fn"):
+            return None
+        kinds = {c.kind for c in columns}
+        if kinds not in ({"double"}, {"float"}) or not all(c.required for c in columns):
+            return None
+        dtype = np.dtype("float64" if kinds == {"double"} else "float32")
+        return cls(model, [c.name for c in columns], dtype)
+
+    def predict(self, part: pa.Table) -> Any:
+        """The model's predictions for ``part``, or None when a column is missing or of a
+        type other than the signature's or an integer (MLflow's path decides then)."""
+        arrays = []
+        for name in self.names:
+            if name not in part.column_names:
+                return None
+            column = part.column(name)
+            if column.type != self.target:
+                if not pa.types.is_integer(column.type):
+                    return None
+                column = pc.cast(column, self.target)  # checked, as widen_to_signature
+            arrays.append(column.to_numpy())
+        matrix = np.column_stack(arrays) if arrays else np.empty((part.num_rows, 0))
+        frame = pd.DataFrame(matrix.astype(self.dtype, copy=False), columns=self.index, copy=False)
+        return self.function(frame, params=None) if self.params else self.function(frame)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 from deltalake import CommitProperties, Transaction
 
-from lakeforge.errors import LakeforgeError, SchemaMismatchError
+from lakeforge.errors import LakeforgeError, SchemaMismatchError, TableNotFoundError
 from lakeforge.inference._model import ERRORS_SCHEMA, ScoredBatch
 from lakeforge.lakehouse import TableName, conform
 
@@ -40,6 +40,7 @@ class DeltaSink:
             if errors_table is not None
             else self.table.sibling(self.table.table + ERRORS_SUFFIX)
         )
+        self._found: set[TableName] = set()  # tables seen to exist (one check each)
 
     def check(self, schema: pa.Schema) -> None:
         """Refuse an existing output (or errors) table whose schema conflicts with
@@ -63,10 +64,7 @@ class DeltaSink:
 
     def committed(self, app_id: str) -> int | None:
         """The version of application transaction ``app_id`` the output table holds."""
-        if not self.ws.tables.exists(self.table):
-            return None
-        done = self.ws.tables.delta(self.table).transaction_version(app_id)
-        return None if done is None else int(done)
+        return self._transaction(self.table, app_id)
 
     def commit(self, scored: ScoredBatch, *, app_id: str, version: int) -> int | None:
         """Commit the errors, then the output, each with transaction ``(app_id, version)``;
@@ -89,10 +87,22 @@ class DeltaSink:
         return result.version
 
     def _holds(self, table: TableName, app_id: str, version: int) -> bool:
-        if not self.ws.tables.exists(table):
-            return False
-        done = self.ws.tables.delta(table).transaction_version(app_id)
+        done = self._transaction(table, app_id)
         return done is not None and done >= version
+
+    def _transaction(self, table: TableName, app_id: str) -> int | None:
+        """The version of transaction ``app_id`` in ``table`` as of its latest commit."""
+        if table not in self._found:
+            if not self.ws.tables.exists(table):
+                return None
+            self._found.add(table)
+        try:
+            dt = self.ws.tables.delta(table)
+        except TableNotFoundError:  # dropped meanwhile
+            self._found.discard(table)
+            return None
+        done = dt.transaction_version(app_id)
+        return None if done is None else int(done)
 
 
 class FileSink:

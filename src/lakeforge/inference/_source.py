@@ -29,6 +29,7 @@ _COUNT_UP_TO = 100_000
 # Rows a worker scores at once: large enough that per-call costs vanish, small enough
 # that a worker's memory does not grow with the table's row groups.
 UNIT_ROWS = 131_072
+_STREAM_BUFFER = 1 << 22  # bytes read at a time when streaming a row group
 
 
 @dataclass(frozen=True)
@@ -45,17 +46,23 @@ class FileUnit:
     schema: pa.Schema  # the snapshot's schema
     columns: tuple[str, ...] | None = None  # the columns read (None: all)
 
+    @property
+    def wanted(self) -> pa.Schema:
+        """The schema of what :meth:`read` returns."""
+        return self.schema if self.columns is None else _project(self.schema, self.columns)
+
     def read(self) -> pa.Table:
-        """The unit's rows, as the snapshot's types (files may hold narrower ones)."""
-        wanted = self.schema if self.columns is None else _project(self.schema, self.columns)
+        """The unit's rows, as the snapshot's types (files may hold narrower ones).
+
+        A slice decodes the rows of its row group before it too: read slices in order
+        with a :class:`UnitReader`, which decodes each row group once.
+        """
+        wanted = self.wanted
         file = pq.ParquetFile(self.path)
         if self.whole:
             data = file.read_row_group(self.row_group, columns=wanted.names)
         else:
-            batches = file.iter_batches(
-                batch_size=self.rows, row_groups=[self.row_group], columns=wanted.names
-            )
-            data = _rows(batches, self.start, self.rows)
+            data = _RowStream(self).take(self)
         return data.cast(wanted) if data.schema != wanted else data
 
     def with_columns(self, columns: Sequence[str]) -> FileUnit:
@@ -196,19 +203,76 @@ def _row_groups(files: list[str], schema: pa.Schema, chunk_rows: int) -> list[Un
     return units
 
 
-def _rows(batches: Iterator[pa.RecordBatch], start: int, rows: int) -> pa.Table:
-    """Rows ``start`` to ``start + rows`` of a stream of batches (streamed past, not kept)."""
-    pieces: list[pa.RecordBatch] = []
-    offset = 0
-    for batch in batches:
-        end = offset + batch.num_rows
-        if end > start:
-            begin = max(start - offset, 0)
-            pieces.append(batch.slice(begin, start + rows - offset - begin))
-        offset = end
-        if offset >= start + rows:
-            break
-    return pa.Table.from_batches(pieces)
+class UnitReader:
+    """Reads units in input order, each row group sliced into several units decoded once,
+    front to back, and streamed (a page buffer, not the whole row group, in memory)."""
+
+    def __init__(self) -> None:
+        self._stream: _RowStream | None = None
+        self._last: tuple[Unit, pa.Table] | None = None  # the unit read last (read again)
+
+    def read(self, unit: Unit) -> pa.Table:
+        """The rows of ``unit``."""
+        if self._last is not None and self._last[0] is unit:
+            return self._last[1]
+        if not isinstance(unit, FileUnit) or unit.whole:
+            data = unit.read()
+        else:
+            stream = self._stream
+            if stream is None or not stream.reaches(unit):
+                stream = self._stream = _RowStream(unit)
+            data = stream.take(unit)
+            data = data.cast(unit.wanted) if data.schema != unit.wanted else data
+        self._last = (unit, data)
+        return data
+
+    def ship(self, unit: Unit) -> Unit:
+        """``unit`` for another process: a slice of a larger row group read here (a
+        worker reading it would decode the rows before it again), anything else as is."""
+        if isinstance(unit, FileUnit) and not unit.whole:
+            return DataUnit(self.read(unit))
+        return unit
+
+
+class _RowStream:
+    """The rows of one row group, front to back, in batches of a slice's size."""
+
+    def __init__(self, unit: FileUnit) -> None:
+        self.key = (unit.path, unit.row_group, unit.wanted.names)
+        file = pq.ParquetFile(unit.path, pre_buffer=False, buffer_size=_STREAM_BUFFER)
+        self._batches = file.iter_batches(
+            batch_size=unit.rows, row_groups=[unit.row_group], columns=unit.wanted.names
+        )
+        stored = file.schema_arrow
+        self._schema = pa.schema([stored.field(name) for name in unit.wanted.names])
+        self._carry: pa.RecordBatch | None = None
+        self.at = 0  # rows of the row group passed so far
+
+    def reaches(self, unit: FileUnit) -> bool:
+        """Whether ``unit`` is in this row group at or after the rows passed so far."""
+        return self.key == (unit.path, unit.row_group, unit.wanted.names) and unit.start >= self.at
+
+    def take(self, unit: FileUnit) -> pa.Table:
+        """``unit``'s rows (the rows before it, not taken yet, are passed over)."""
+        if unit.start > self.at:
+            self._next(unit.start - self.at)
+        return pa.Table.from_batches(self._next(unit.rows), schema=self._schema)
+
+    def _next(self, rows: int) -> list[pa.RecordBatch]:
+        pieces: list[pa.RecordBatch] = []
+        need = rows
+        while need > 0:
+            if self._carry is None:
+                self._carry = next(self._batches, None)
+                if self._carry is None:
+                    break
+            piece = self._carry.slice(0, need)
+            pieces.append(piece)
+            need -= piece.num_rows
+            rest = self._carry.slice(piece.num_rows)
+            self._carry = rest if rest.num_rows else None
+        self.at += rows - need
+        return pieces
 
 
 def _data_units(batches: Iterator[pa.RecordBatch], chunk_rows: int) -> Iterator[Unit]:

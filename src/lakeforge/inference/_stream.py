@@ -36,15 +36,8 @@ import pyarrow.compute as pc
 from deltalake.exceptions import DeltaError
 
 from lakeforge.errors import LakeforgeError
-from lakeforge.inference._model import (
-    _URI,
-    ERRORS_SCHEMA,
-    Features,
-    ModelRef,
-    ScoredBatch,
-    Scorer,
-    resolve_model,
-)
+from lakeforge.inference._load import URI, ModelRef, resolve_model
+from lakeforge.inference._model import ERRORS_SCHEMA, Features, ScoredBatch, Scorer
 from lakeforge.inference._sink import DeltaSink
 from lakeforge.lakehouse import primary_keys_of
 
@@ -185,7 +178,7 @@ class _Stream:
         features: Features,
         fail_fast: bool,
     ) -> None:
-        match = _URI.fullmatch(model_uri.strip())
+        match = URI.fullmatch(model_uri.strip())
         if match is None:
             raise LakeforgeError(
                 f"model URI {model_uri!r} is not models:/NAME/VERSION or models:/NAME@ALIAS "
