@@ -23,7 +23,7 @@ EXPECTED = {
     "monitoring.py": "alert moves: [('distance_drift', 'ok', 'triggered')]",
     "lakehouse_quickstart.py": "ingested 50000 rows from 1 file(s)",
     "executor_backend.py": "serial passed all 8 executor checks",
-    "online_store_backend.py": "memory:// passed all 15 online store checks",
+    "online_store_backend.py": "memory:// passed all 16 online store checks",
     "tables.py": "restored to version 1: 2 airlines",
     "tracking_registry.py": "registered dev.ml.flight_delay v1, copied as staging.ml.flight_delay v1",
     "tuning.py": "registered dev.ml.late v1 on parent run",
@@ -119,14 +119,18 @@ def test_demo_walks_the_lakehouse_on_real_flights(tmp_path: Path) -> None:
     for name in ("flights", "departure_delay"):
         assert (demo_dir / "flights" / f"monitor_{name}.html").stat().st_size > 1000
     # LLM gateway: a released prompt, retries, every request in Delta with tokens and cost
+    # (step 11's users; the RAG chain of step 12 calls the same endpoint without one)
     assert "a provider 503 is retried: the client gets chat.completion" in text
     logged = ws.sql(
         "SELECT count(*) AS n, count(DISTINCT prompt) AS prompts, min(prompt) AS prompt, "
-        "bool_and(cost > 0) AS costed FROM dev.serving.assistant_requests"
+        "bool_and(cost > 0) AS costed FROM dev.serving.assistant_requests "
+        'WHERE "user" IS NOT NULL'
     ).to_pylist()
     assert logged == [
         {"n": 10, "prompts": 1, "prompt": "dev.prompts.flight_help/2", "costed": True}
     ]
+    chain_calls = 'SELECT count(*) AS n FROM dev.serving.assistant_requests WHERE "user" IS NULL'
+    assert ws.sql(chain_calls).column("n")[0].as_py() >= 2  # logging the chain, then serving
     # vector search kept in step with its table, and a RAG chain served over the gateway
     assert "documents of dev.gold.travel_docs embedded" in text
     assert "1 upserted, 1 deleted" in text

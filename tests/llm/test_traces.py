@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,26 @@ import lakeforge
 from lakeforge.llm._calls import Attempt, GatewayResult
 from lakeforge.llm._traces import Tracer, experiment_name
 from lakeforge.project import Target
+
+URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_uris_restored() -> Iterator[None]:
+    """A tracer pins its process's MLflow URIs to its target (a serving worker serves one):
+    put this test process's back, so later tests and the servers they start are unaffected."""
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
+    environment = {name: os.environ.get(name) for name in URI_ENV}
+    yield
+    tracking_utils._tracking_uri, registry_utils._registry_uri = saved
+    for name, value in environment.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture

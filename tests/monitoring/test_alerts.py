@@ -116,6 +116,11 @@ def test_n_of_the_last_m_windows() -> None:
     # nulls never breach; fewer windows than M still need N breaches
     nulls = pa.Table.from_pylist(drift_rows([None, 0.5]), schema=DRIFT)
     assert check_rule(rule(windows="2 of last 5"), nulls).breached is False  # type: ignore[union-attr]
+    # a window with no value (no verdict: too few rows) is not one of the last M
+    gap = pa.Table.from_pylist(drift_rows([0.3, 0.2, None]), schema=DRIFT)
+    held = check_rule(rule(windows="2 of last 2"), gap)
+    assert held is not None and (held.breached, held.windows, held.value) == (True, 2, 0.2)
+    assert check_rule(rule(), pa.Table.from_pylist(drift_rows([None]), schema=DRIFT)) is None
     # another column, slice, drift type or granularity does not count
     others = (
         drift_rows([0.9], column="distance")

@@ -91,3 +91,4 @@ def run_jobs(ws: Workspace, console: Console) -> None:
     for firing in scheduler.tick():
         fired = JobRunner(ws).get(firing.run_id or 0)
         console.print(f"  trigger {firing.trigger} fired run {fired.id}: {fired.status}")
+    scheduler.release()  # the lease goes now, not when it expires: step 10 ticks again

@@ -88,13 +88,15 @@ def monitor(ws: Workspace, console: Console) -> None:
     for move in result.alerts:
         console.print(
             f"  alert {move.rule}: {move.previous} -> {move.state} "
-            f"({move.metric} {move.value:.2f} {move.comparator} {move.threshold})"
+            f"({move.metric} {move.value if move.value is None else round(move.value, 2)} "
+            f"{move.comparator} {move.threshold})"
         )
     for firing in scheduler.tick():
         run = JobRunner(ws).get(firing.run_id or 0)
         console.print(
             f"  trigger {firing.trigger} started job {run.job} run {run.id}: {run.status}"
         )
+    scheduler.release()
     endpoint = refresh(ws, "departure_delay")
     profile, _ = endpoint.tables
     show(

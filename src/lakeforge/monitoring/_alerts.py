@@ -113,7 +113,8 @@ def check_rule(rule: AlertRule, metrics: pa.Table, *, where: str = "") -> Verdic
     """Evaluate ``rule`` over its metrics table's rows; ``None`` when it has no window yet.
 
     A window breaches when one of its matching rows (one per model version) does; null
-    values never breach.
+    values never breach, and a window with no value at all (too few rows for a drift
+    verdict, say) is not one of the last ``m``: it has nothing to say.
     """
     label = f"alert {rule.name!r}{where}"
     if rule.metric not in metrics.column_names:
@@ -133,7 +134,10 @@ def check_rule(rule: AlertRule, metrics: pa.Table, *, where: str = "") -> Verdic
         strict=True,
     ):
         by_window.setdefault((start, end), []).append(None if value is None else float(value))
-    last = sorted(by_window)[-rule.windows.m :]
+    decided = [key for key in sorted(by_window) if any(v is not None for v in by_window[key])]
+    if not decided:
+        return None
+    last = decided[-rule.windows.m :]
     breaching = [
         any(v is not None and compare(v, rule.threshold) for v in by_window[key]) for key in last
     ]
