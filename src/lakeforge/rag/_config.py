@@ -8,7 +8,7 @@ and the API key is the *name* of an environment variable, read at call time.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -20,6 +20,7 @@ QUESTION = "question"
 CONTEXT = "context"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _URL = re.compile(r"https?://[^\s/]+(/\S*)?")
+_T = TypeVar("_T", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -84,26 +85,31 @@ def parse_config(value: Any, what: str = "chain configuration") -> ChainConfig:
     """A :class:`ChainConfig` from itself or a mapping, with errors naming each bad field."""
     if isinstance(value, ChainConfig):
         return value
-    try:
-        return ChainConfig.model_validate(value)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()
-        )
-        raise LakeforgeError(f"invalid {what}: {problems}") from None
+    return _validated(ChainConfig, value, f"invalid {what}", "")
 
 
 def parse_llm(value: LLMConfig | dict[str, Any]) -> LLMConfig:
     """An :class:`LLMConfig` from itself or a mapping (``base_url``, ``model``, ...)."""
     if isinstance(value, LLMConfig):
         return value
+    return _validated(
+        LLMConfig,
+        value,
+        "invalid LLM endpoint",
+        "llm.",
+        hint="llm={'base_url': 'http://127.0.0.1:8080/v1', 'model': 'chat'}",
+    )
+
+
+def _validated(
+    model: type[_T], value: Any, message: str, prefix: str, *, hint: str | None = None
+) -> _T:
+    """``model`` validated from ``value``; a :class:`LakeforgeError` naming each bad field
+    (``prefix`` before its path) otherwise."""
     try:
-        return LLMConfig.model_validate(value)
+        return model.model_validate(value)
     except ValidationError as exc:
         problems = "; ".join(
-            f"llm.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            f"{prefix}{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()
         )
-        raise LakeforgeError(
-            f"invalid LLM endpoint: {problems}",
-            hint="llm={'base_url': 'http://127.0.0.1:8080/v1', 'model': 'chat'}",
-        ) from None
+        raise LakeforgeError(f"{message}: {problems}", hint=hint) from None
