@@ -411,6 +411,7 @@ def deploy(
                 ("endpoints", ws.project.config.endpoints),
                 ("llm_endpoints", ws.project.config.llm_endpoints),
                 ("monitors", ws.project.config.all_monitors()),
+                ("vector_indexes", ws.project.config.vector_indexes),
             )
         },
     }

@@ -1,6 +1,6 @@
-"""Which endpoint specs ``lakeforge serve`` runs on a target: the deployed snapshot's on a
-production-mode target (what is deployed is what runs), the working copy's on a
-development-mode one."""
+"""Which specs ``lakeforge serve`` runs on a target (model and LLM endpoints, vector
+indexes): the deployed snapshot's on a production-mode target (what is deployed is what
+runs), the working copy's on a development-mode one."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from lakeforge.bundle._errors import DeployError
 from lakeforge.bundle._snapshot import Deployment, current
-from lakeforge.project import EndpointSpec, LLMEndpointSpec
+from lakeforge.project import EndpointSpec, LLMEndpointSpec, VectorIndexSpec
 
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace
@@ -17,9 +17,10 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ServedSpecs:
-    """The declared endpoints a target serves, and the deployment they come from."""
+    """What a target serves, by name (model and LLM endpoints, vector indexes), and the
+    deployment it comes from."""
 
-    endpoints: dict[str, EndpointSpec | LLMEndpointSpec]
+    endpoints: dict[str, EndpointSpec | LLMEndpointSpec | VectorIndexSpec]
     deployment: Deployment | None  # None: the working copy (a development-mode target)
 
     @property
@@ -31,7 +32,7 @@ class ServedSpecs:
 
 
 def served_endpoints(ws: Workspace) -> ServedSpecs:
-    """The endpoints ``ws``'s target serves.
+    """The endpoints and vector indexes ``ws``'s target serves.
 
     A production-mode target serves only what ``lakeforge deploy`` recorded, after checking
     the snapshot is unchanged; with no deployment it refuses. A development-mode target
@@ -39,22 +40,24 @@ def served_endpoints(ws: Workspace) -> ServedSpecs:
     """
     if ws.target.development:
         config = ws.project.config
-        return ServedSpecs({**config.endpoints, **config.llm_endpoints}, None)
+        return ServedSpecs(
+            {**config.endpoints, **config.llm_endpoints, **config.vector_indexes}, None
+        )
     deployment = current(ws)
     if deployment is None:
         raise DeployError(
             f"target {ws.target.name} runs in production mode and has no deployment: it "
-            "serves only deployed endpoints",
+            "serves only deployed endpoints and vector indexes",
             hint=f"deploy first: `lakeforge deploy -t {ws.target.name}` (or serve one "
             "registered model with --model NAME@ALIAS)",
         )
     deployment.verify()
     try:
-        endpoints = deployment.endpoints()
+        served = {**deployment.endpoints(), **deployment.vector_indexes()}
     except OSError as exc:
         raise DeployError(
             f"deployment {deployment.id} ({deployment.label}): cannot read its snapshot "
             f"{deployment.path}: {exc}",
             hint=f"deploy again: `lakeforge deploy -t {ws.target.name}`",
         ) from None
-    return ServedSpecs(endpoints, deployment)
+    return ServedSpecs(served, deployment)

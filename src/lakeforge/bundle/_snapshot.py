@@ -4,8 +4,8 @@
 when a dirty tree is allowed) into ``<target home>/deployments/<snapshot>/``:
 
 - ``code/``: the files; deployed jobs run here (working directory, first on sys.path);
-- ``lakeforge.yaml``: the resolved resources (jobs, tables, endpoints, monitors) the
-  target runs;
+- ``lakeforge.yaml``: the resolved resources (jobs, tables, endpoints, monitors, vector
+  indexes) the target runs;
 - ``manifest.json``: commit, dirty flag and the content hash.
 
 A snapshot is staged in a temporary folder and renamed into place, its files are
@@ -34,7 +34,7 @@ from sqlalchemy import Connection, insert, select
 
 from lakeforge._identity import current_user
 from lakeforge.bundle._errors import DeployError
-from lakeforge.project import EndpointSpec, JobSpec, LLMEndpointSpec
+from lakeforge.project import EndpointSpec, JobSpec, LLMEndpointSpec, VectorIndexSpec
 from lakeforge.state import as_utc, deployments
 
 if TYPE_CHECKING:
@@ -92,6 +92,14 @@ class Deployment:
         for name, spec in raw.get("llm_endpoints", {}).items():
             found[name] = LLMEndpointSpec.model_validate(spec)
         return found
+
+    def vector_indexes(self) -> dict[str, VectorIndexSpec]:
+        """The vector index specs deployed with this snapshot (none before they were recorded)."""
+        raw = self._resources()
+        return {
+            name: VectorIndexSpec.model_validate(spec)
+            for name, spec in raw.get("vector_indexes", {}).items()
+        }
 
     def _resources(self) -> dict[str, Any]:
         raw: dict[str, Any] = yaml.safe_load((self.path / RESOURCES).read_text()) or {}

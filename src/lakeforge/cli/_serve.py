@@ -20,16 +20,24 @@ def serve_command(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     endpoint: Annotated[
-        list[str] | None, typer.Option("--endpoint", "-e", help="Serve only these endpoints.")
+        list[str] | None,
+        typer.Option(
+            "--endpoint",
+            "-e",
+            help="Serve only these (repeat -e): endpoint and LLM endpoint names, and vector "
+            "index names as declared (schema.name). Default: all of them.",
+        ),
     ] = None,
     model: Annotated[
         str | None,
         typer.Option(help="Serve one model, NAME@ALIAS or NAME/VERSION, without declaring it."),
     ] = None,
 ) -> None:
-    """Serve the target's endpoints (MLflow and V2 protocols, /metrics) and its LLM endpoints
-    (OpenAI-compatible API under /v1): on a production-mode target those of its current
-    deployment, on a development-mode one those in lakeforge.yaml."""
+    """Serve the target's endpoints (MLflow and V2 protocols, /metrics), its LLM endpoints
+    (OpenAI-compatible API under /v1) and its vector indexes (POST
+    /vector-indexes/NAME/query): on a production-mode target those of its current
+    deployment, on a development-mode one those in lakeforge.yaml. Vector indexes serve
+    alone too; -e selects among all three kinds by name."""
     from lakeforge.bundle import served_endpoints
     from lakeforge.serving import endpoint_for_model, prepare, select_endpoints, serve
 

@@ -12,6 +12,7 @@ vector_indexes:
     index: {type: ivf_hnsw_sq, metric: cosine}    # or ivf_pq / none (exact search)
     full_text: true                 # a keyword index, for keyword and hybrid search
     pin: auto                       # auto: each sync pins its version; manual: `vectors pin`
+    auth: {token_sha256: [9f86d08...]}  # bearer tokens for `lakeforge serve`'s query route
 ```
 
 An index is synced from its source's change data feed (``lakeforge vectors sync``);
@@ -26,6 +27,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from lakeforge.project._base import Strict
+from lakeforge.project._endpoints import AuthSpec
 from lakeforge.project._llm import SecretRef
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -132,6 +134,10 @@ class VectorIndexSpec(Strict):
     index: IndexParams = Field(default_factory=IndexParams)
     full_text: bool = Field(default=False, description="Keep a keyword index of the text.")
     pin: Literal["auto", "manual"] = "auto"
+    auth: AuthSpec | None = Field(
+        default=None,
+        description="Bearer tokens `lakeforge serve` asks of queries (default: none asked).",
+    )
 
     @field_validator("source")
     @classmethod

@@ -9,6 +9,8 @@ Routes:
 - ``POST /v1/chat/completions`` (streamed or not), ``/v1/completions``, ``/v1/embeddings``
   and ``GET /v1/models``: the OpenAI-compatible API of the LLM endpoints (see
   :mod:`lakeforge.serving._llm_routes`).
+- ``POST /vector-indexes/{name}/query``: search a served vector index (see
+  :mod:`lakeforge.serving._vector_routes`).
 - ``GET /ping`` (alive), ``GET /health`` (ready: every entity loaded), ``GET /metrics``,
   ``GET /version`` (the MLflow version, as ``mlflow models serve`` answers).
 
@@ -34,7 +36,7 @@ import uuid
 from collections.abc import Awaitable
 from typing import Any
 
-from lakeforge.project import EndpointSpec, LLMEndpointSpec
+from lakeforge.project import EndpointSpec, LLMEndpointSpec, VectorIndexSpec
 from lakeforge.serving import _llm_routes, _metrics, _vector_routes
 from lakeforge.serving._entities import Entity
 from lakeforge.serving._model import LoadedModel
@@ -57,6 +59,7 @@ from lakeforge.serving._runtime import Endpoint, Runtime, all_entities
 
 ENDPOINTS_ENV = "LAKEFORGE_SERVE_ENDPOINTS"
 LLM_ENDPOINTS_ENV = "LAKEFORGE_SERVE_LLM_ENDPOINTS"
+VECTOR_INDEXES_ENV = "LAKEFORGE_SERVE_VECTOR_INDEXES"
 log = logging.getLogger("lakeforge.serving")
 _JSON = [(b"content-type", b"application/json")]
 V2_DATATYPES = {  # MLflow column types as the Open Inference Protocol names them
@@ -82,8 +85,9 @@ class ServingApp:
         target: str,
         specs: dict[str, EndpointSpec],
         llm_specs: dict[str, LLMEndpointSpec] | None = None,
+        index_specs: dict[str, VectorIndexSpec] | None = None,
     ) -> None:
-        self._args = (project_dir, target, specs, llm_specs or {})
+        self._args = (project_dir, target, specs, llm_specs or {}, index_specs or {})
         self.runtime: Runtime | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -411,6 +415,14 @@ def create_app() -> ServingApp:
         name: LLMEndpointSpec.model_validate(spec)
         for name, spec in json.loads(os.environ.get(LLM_ENDPOINTS_ENV, "{}")).items()
     }
+    index_specs = {
+        name: VectorIndexSpec.model_validate(spec)
+        for name, spec in json.loads(os.environ.get(VECTOR_INDEXES_ENV, "{}")).items()
+    }
     return ServingApp(
-        os.environ["LAKEFORGE_PROJECT_DIR"], os.environ["LAKEFORGE_TARGET"], specs, llm_specs
+        os.environ["LAKEFORGE_PROJECT_DIR"],
+        os.environ["LAKEFORGE_TARGET"],
+        specs,
+        llm_specs,
+        index_specs,
     )

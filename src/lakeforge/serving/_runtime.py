@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lakeforge.project import EndpointSpec, LLMEndpointSpec
+from lakeforge.project import EndpointSpec, LLMEndpointSpec, VectorIndexSpec
 from lakeforge.serving import _llm_log, _metrics
 from lakeforge.serving._entities import Batcher, Entity
 from lakeforge.serving._inference_log import Flusher, Spool, spool_dir
@@ -56,7 +56,8 @@ class LLMEndpoint:
 
 
 class Runtime:
-    """Everything a worker serves: endpoints, their watcher, logs and online store."""
+    """Everything a worker serves: endpoints, their watcher, logs and online store, and
+    the specs of the vector indexes it serves (``indexes``)."""
 
     def __init__(
         self,
@@ -64,6 +65,7 @@ class Runtime:
         target: str,
         specs: dict[str, EndpointSpec],
         llm_specs: dict[str, LLMEndpointSpec] | None = None,
+        index_specs: dict[str, VectorIndexSpec] | None = None,
     ) -> None:
         from lakeforge._workspace import connect
 
@@ -75,6 +77,7 @@ class Runtime:
         self.llm: dict[str, LLMEndpoint] = {
             name: _llm_endpoint(self.ws, name, spec) for name, spec in (llm_specs or {}).items()
         }
+        self.indexes: dict[str, VectorIndexSpec] = dict(index_specs or {})
         entities = [e for ep in self.endpoints.values() for e in all_entities(ep)]
         interval = min((spec.poll_interval_s for spec in specs.values()), default=5.0)
         self.watcher = Watcher(

@@ -1,9 +1,9 @@
 """``lakeforge serve``: check the endpoints, recover inference and LLM logs, run the workers.
 
-Model endpoints (``endpoints:``) and LLM endpoints (``llm_endpoints:``) are served side by
-side by the same workers; ``-e NAME`` selects either kind. The workers get the specs from
-here (never from the working copy): the caller chooses them, from a deployment on a
-production-mode target.
+Model endpoints (``endpoints:``), LLM endpoints (``llm_endpoints:``) and vector indexes
+(``vector_indexes:``) are served side by side by the same workers; ``-e NAME`` selects any
+of them. The workers get the specs from here (never from the working copy): the caller
+chooses them, from a deployment on a production-mode target.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from lakeforge.errors import ConfigError
-from lakeforge.project import EndpointSpec, LLMEndpointSpec, ServedEntitySpec
+from lakeforge.project import EndpointSpec, LLMEndpointSpec, ServedEntitySpec, VectorIndexSpec
 from lakeforge.serving import _llm_log
 from lakeforge.serving._inference_log import create_table, recover, spool_dir
 
 if TYPE_CHECKING:
     from lakeforge._workspace import Workspace
 
-AnySpec = EndpointSpec | LLMEndpointSpec
+AnySpec = EndpointSpec | LLMEndpointSpec | VectorIndexSpec
 _REF = re.compile(r"^(?P<model>[^@/]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
 
 
@@ -45,33 +45,36 @@ def endpoint_for_model(ref: str) -> tuple[str, EndpointSpec]:
 def select_endpoints(
     declared: Mapping[str, AnySpec], names: list[str] | None, *, source: str = "lakeforge.yaml"
 ) -> dict[str, AnySpec]:
-    """The endpoints to serve, model and LLM ones: ``names`` of ``declared``, or all of them.
+    """What to serve (model and LLM endpoints, vector indexes by their ``schema.name``):
+    ``names`` of ``declared``, or all of them.
 
     ``source`` names where ``declared`` comes from (the working copy or a deployment).
     """
     if not declared:
         raise ConfigError(
-            f"{source} declares no endpoints",
-            hint="add an `endpoints:` or `llm_endpoints:` section (and deploy it on a "
-            "production-mode target), or serve one model with --model NAME@ALIAS",
+            f"{source} declares no endpoints or vector indexes",
+            hint="add an `endpoints:`, `llm_endpoints:` or `vector_indexes:` section (and "
+            "deploy it on a production-mode target), or serve one model with --model NAME@ALIAS",
         )
     unknown = [n for n in names or [] if n not in declared]
     if unknown:
         raise ConfigError(
             f"unknown endpoint(s) {', '.join(unknown)} in {source} "
-            f"(declared: {', '.join(declared)})"
+            f"(declared endpoints and vector indexes: {', '.join(declared)})"
         )
     return {n: declared[n] for n in names} if names else dict(declared)
 
 
 def prepare(ws: Workspace, endpoints: dict[str, AnySpec]) -> dict[str, int]:
     """Check every served model exists, create inference and LLM log tables, recover
-    spooled logs.
+    spooled logs (vector indexes need nothing: an unsynced one answers 409).
 
     Returns the rows recovered per endpoint from an earlier run that stopped uncleanly.
     """
     recovered: dict[str, int] = {}
     for name, spec in endpoints.items():
+        if isinstance(spec, VectorIndexSpec):
+            continue
         if isinstance(spec, LLMEndpointSpec):
             table = spec.table(name)
             _llm_log.create_tables(ws, table)
@@ -106,6 +109,7 @@ def serve(
     for variable, kind in (
         ("LAKEFORGE_SERVE_ENDPOINTS", EndpointSpec),
         ("LAKEFORGE_SERVE_LLM_ENDPOINTS", LLMEndpointSpec),
+        ("LAKEFORGE_SERVE_VECTOR_INDEXES", VectorIndexSpec),
     ):
         os.environ[variable] = json.dumps(
             {

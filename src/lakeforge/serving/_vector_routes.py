@@ -1,4 +1,4 @@
-"""``POST /vector-indexes/{name}/query``: search a declared vector index of the target.
+"""``POST /vector-indexes/{name}/query``: search a served vector index of the target.
 
 The body is shaped like Databricks Vector Search's query::
 
@@ -8,21 +8,30 @@ The body is shaped like Databricks Vector Search's query::
 (``query_type``: ANN, HYBRID or FULL_TEXT). The answer carries ``manifest.columns`` and
 ``result.data_array`` (rows best first, ``score`` last). Search reads the index's pinned
 version, re-read at most every second, so a re-pin is served without a restart.
-Errors: 400 (a bad body, filter or column, named), 404 (unknown index: the declared ones
-named), 409 (not synced or pinned yet), 413 (body over 1 MB).
+
+An index with ``auth:`` answers only bearer tokens whose SHA-256 it lists. The token is
+checked before the index is looked for or the body read, so a caller without a valid token
+learns nothing, not even whether an index exists: while any served index has ``auth:``, a
+query of an index the caller may not read (or of none) gets 401 (no token; with
+``WWW-Authenticate: Bearer``) or 403 (a token no index takes), whatever the name. A caller
+whose token opens some index gets 404 for the others, which lists only what it may read.
+Errors: 400 (a bad body, filter or column, named), 401/403 (bearer token), 404 (unknown
+index), 409 (not synced or pinned yet), 413 (body over 1 MB).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from lakeforge.serving._protocol import Receive, RequestError, Scope, dumps, read_body
-from lakeforge.vectors import MAX_K, VectorIndexError, resolve, search_ref
+from lakeforge.serving._protocol import Receive, RequestError, Scope, dumps, header, read_body
+from lakeforge.vectors import MAX_K, IndexRef, VectorIndexError, resolve, search_ref
 
 if TYPE_CHECKING:
+    from lakeforge.project import VectorIndexSpec
     from lakeforge.serving._runtime import Runtime
 
 MAX_BODY_MB = 1.0
@@ -35,12 +44,10 @@ async def query(
     runtime: Runtime, name: str, scope: Scope, receive: Receive
 ) -> tuple[int, bytes, list[Any]]:
     """Answer one query on index ``name``: (status, body, headers)."""
+    headers = dict(scope["headers"])
     try:
-        try:
-            ref = resolve(runtime.ws, name)
-        except VectorIndexError as exc:
-            raise RequestError(404, exc.message, "RESOURCE_DOES_NOT_EXIST") from None
-        body = await read_body(receive, dict(scope["headers"]), MAX_BODY_MB)
+        ref = _authorize(runtime, name, headers)
+        body = await read_body(receive, headers, MAX_BODY_MB)
         args = _parse(body)
         try:
             found = await asyncio.to_thread(search_ref, ref, **args)
@@ -48,7 +55,8 @@ async def query(
             status = 409 if "synced" in exc.message or "pinned" in exc.message else 400
             raise RequestError(status, exc.message, "INVALID_PARAMETER_VALUE") from None
     except RequestError as exc:
-        return exc.status, exc.body(), _JSON
+        challenge = [(b"www-authenticate", b"Bearer")] if exc.status == 401 else []
+        return exc.status, exc.body(), [*_JSON, *challenge]
     columns = found.column_names
     rows = [list(row.values()) for row in found.to_pylist()]
     answer = {
@@ -56,6 +64,46 @@ async def query(
         "result": {"row_count": len(rows), "data_array": rows},
     }
     return 200, dumps(answer), _JSON
+
+
+def _authorize(runtime: Runtime, name: str, headers: dict[bytes, bytes]) -> IndexRef:
+    """Served index ``name`` if the caller may read it, else a 401, 403 or 404 that tells
+    a caller without a valid token nothing about which indexes exist."""
+    served = runtime.indexes
+    try:
+        ref: IndexRef | None = resolve(runtime.ws, name, served)
+    except VectorIndexError:
+        ref = None
+    digest = _bearer_digest(headers)
+    if ref is not None and _opens(ref.spec, digest):
+        return ref
+    protected = [spec for spec in served.values() if spec.auth is not None]
+    if protected and digest is None:
+        raise RequestError(401, f"vector index {name!r} needs a bearer token", "UNAUTHENTICATED")
+    if protected and not any(_opens(spec, digest) for spec in protected):
+        raise RequestError(
+            403, f"the token is not valid for vector index {name!r}", "PERMISSION_DENIED"
+        )
+    readable = ", ".join(n for n, spec in served.items() if _opens(spec, digest)) or "none"
+    raise RequestError(
+        404,
+        f"unknown vector index {name!r} in target {runtime.ws.target.name!r} "
+        f"(served to this caller: {readable})",
+        "RESOURCE_DOES_NOT_EXIST",
+    )
+
+
+def _bearer_digest(headers: dict[bytes, bytes]) -> str | None:
+    """The SHA-256 hex digest of the request's bearer token (None: no bearer token)."""
+    value = header(headers, b"authorization")
+    if value is None or not value.lower().startswith("bearer "):
+        return None
+    return hashlib.sha256(value[7:].strip().encode()).hexdigest()
+
+
+def _opens(spec: VectorIndexSpec, digest: str | None) -> bool:
+    """Whether a caller with the token of ``digest`` may query the index of ``spec``."""
+    return spec.auth is None or (digest is not None and digest in spec.auth.token_sha256)
 
 
 def _parse(body: bytes) -> dict[str, Any]:

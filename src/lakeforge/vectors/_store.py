@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -54,9 +55,12 @@ class IndexRef:
     storage_options: tuple[tuple[str, str], ...] = ()
 
 
-def resolve(ws: Workspace, name: str) -> IndexRef:
-    """The declared index ``name`` (``schema.name``, or with this target's catalog)."""
-    declared = ws.project.config.vector_indexes
+def resolve(
+    ws: Workspace, name: str, declared: Mapping[str, VectorIndexSpec] | None = None
+) -> IndexRef:
+    """The declared index ``name`` (``schema.name``, or with this target's catalog): of
+    ``declared`` (a deployment's, which ``lakeforge serve`` runs), else of lakeforge.yaml."""
+    declared = ws.project.config.vector_indexes if declared is None else declared
     catalog = ws.target.catalog
     short = name.strip().lower() if isinstance(name, str) else ""
     parts = short.split(".")
