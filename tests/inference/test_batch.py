@@ -15,7 +15,7 @@ import pytest
 
 from lakeforge import Workspace
 from lakeforge.errors import LakeforgeError
-from lakeforge.inference import ENGINES, ScoredBatch, ScoreJob, score
+from lakeforge.inference import ENGINES, ScoreJob, score
 from tests.inference.conftest import FEATURES, INPUT, INPUT_ROWS, NUMBERS
 
 META = ["model_name", "model_version", "model_alias", "scored_at", "input_version"]
@@ -73,9 +73,9 @@ def test_default_workers_pool_only_a_model_costlier_than_sending_its_rows(
     used: list[int] = []
     real = _local._pooled
 
-    def watched(job: ScoreJob, reader: Any) -> Iterator[tuple[int, ScoredBatch]]:
+    def watched(job: ScoreJob, units: Any, reader: Any) -> Iterator[Any]:
         used.append(job.workers)
-        return real(job, reader)
+        return real(job, units, reader)
 
     monkeypatch.setattr(_local, "_pooled", watched)
     monkeypatch.setattr(_batch, "_IN_PROCESS_ROWS", 0)  # 1,000 rows: no pool by default
@@ -88,6 +88,24 @@ def test_default_workers_pool_only_a_model_costlier_than_sending_its_rows(
     assert used == ([2] if pooled else [])
     assert result.data is not None and result.data.column("id").to_pylist() == list(range(1000))
     assert result.data.column("prediction").to_pylist()[:3] == [0.0, 2.0, 4.0]
+
+
+def test_default_workers_score_a_self_parallel_flavor_here_without_timing_it(
+    sws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LightGBM parallelizes its own predict: no pool, and no unit scored to decide."""
+    from lakeforge.inference import _batch, _local
+
+    def refuse(*args: Any) -> None:
+        raise AssertionError("a LightGBM model was timed or pooled")
+
+    monkeypatch.setattr(_local, "_pooled", refuse)
+    monkeypatch.setattr(_local._Timing, "pool_pays", refuse)
+    monkeypatch.setattr(_batch, "_IN_PROCESS_ROWS", 0)
+    monkeypatch.setattr(_batch, "cores", lambda: 2)
+    result = sws.score("ml.delay@champion", input=INPUT, chunk_rows=300)
+    assert result.data is not None and result.rows_scored == INPUT_ROWS
+    assert result.data.column("id").to_pylist() == list(range(INPUT_ROWS))  # input order
 
 
 def test_sql_and_in_memory_input_and_file_output(sws: Workspace, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import importlib
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -188,17 +189,11 @@ def score(
         source,
         adaptive=workers is None,
     )
-    rows_scored = rows_failed = 0
-    versions: list[int] = []
     try:
-        for number, scored in run(job):
-            version = writer.commit(scored, app_id=app_id, version=number)
-            if version is not None:
-                versions.append(version)
-            rows_scored += scored.output.num_rows
-            rows_failed += scored.errors.num_rows
-            if progress is not None:
-                progress(skipped.rows + rows_scored + rows_failed, source.rows)
+        with _Commits(writer, app_id, progress, skipped, source.rows) as commits:
+            for number, scored in run(job):
+                commits.add(number, scored)
+            commits.wait()
     except BaseException:
         writer.abandon()
         raise
@@ -207,12 +202,12 @@ def score(
     frame, errors = writer.finish(output_schema)
     return ScoreResult(
         model=ref,
-        rows_in=skipped.rows + rows_scored + rows_failed,
-        rows_scored=rows_scored,
-        rows_failed=rows_failed,
+        rows_in=skipped.rows + commits.rows_scored + commits.rows_failed,
+        rows_scored=commits.rows_scored,
+        rows_failed=commits.rows_failed,
         output=output,
         output_version=writer.version(),
-        output_versions=versions,
+        output_versions=commits.versions,
         input_version=source.version,
         elapsed=time.perf_counter() - started,
         chunks_skipped=skipped.chunks,
@@ -264,6 +259,54 @@ class _Skipped:
                 self.rows += chunk.rows
                 continue
             yield chunk
+
+
+class _Commits:
+    """Scored chunks committed in chunk order by one thread while the engine scores the
+    next chunk (two chunks' output in memory at most)."""
+
+    def __init__(
+        self,
+        writer: _Writer,
+        app_id: str,
+        progress: Progress | None,
+        skipped: _Skipped,
+        total: int | None,
+    ) -> None:
+        self.writer, self.app_id = writer, app_id
+        self.progress, self.skipped, self.total = progress, skipped, total
+        self.versions: list[int] = []  # output table versions committed
+        self.rows_scored = self.rows_failed = 0
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="lakeforge-commit")
+        self._pending: tuple[Future[int | None], ScoredBatch] | None = None
+
+    def add(self, number: int, scored: ScoredBatch) -> None:
+        """Commit chunk ``number`` once the chunk before it is committed."""
+        self.wait()
+        commit = self._thread.submit(self.writer.commit, scored, app_id=self.app_id, version=number)
+        self._pending = (commit, scored)
+
+    def wait(self) -> None:
+        """Wait for the pending commit (its error, if it failed) and count its rows."""
+        if self._pending is None:
+            return
+        commit, scored = self._pending
+        self._pending = None
+        version = commit.result()
+        if version is not None:
+            self.versions.append(version)
+        self.rows_scored += scored.output.num_rows
+        self.rows_failed += scored.errors.num_rows
+        if self.progress is not None:
+            done = self.skipped.rows + self.rows_scored + self.rows_failed
+            self.progress(done, self.total)
+
+    def __enter__(self) -> _Commits:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Let a commit in progress finish (it commits whole or not at all)."""
+        self._thread.shutdown(wait=True)
 
 
 class _Writer:

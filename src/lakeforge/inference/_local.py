@@ -1,14 +1,20 @@
-"""The local engine: a process pool on this machine, the model loaded once per worker.
+"""The local engine: scoring in this process, or a process pool with the model loaded
+once per worker.
 
-Units are scored in parallel and their results consumed in input order, a bounded number
-in flight (memory does not grow with the input). A worker reads a whole row group itself;
-slices of a larger one are read here, each row group decoded once, and sent to the
-workers. Workers fork from a server that imported the model's libraries once; each loads
-the model once. Each worker limits BLAS/OpenMP threads to cores / workers before the
-model's libraries are imported. ``workers=1`` scores in this process, with no pool; so
-does a job whose workers were chosen for it when a sample shows the pool would not pay
-(a model that takes every core itself, as LightGBM does, or costs less than sending it
-its rows).
+Units are scored in input order and their results grouped back into chunks. In this
+process, a thread decodes the next unit while the current one is scored. In a pool,
+units are scored in parallel and consumed in input order, a bounded number in flight
+(memory does not grow with the input); a worker reads a whole row group itself, slices
+of a larger one are read here (each row group decoded once) and sent to the workers.
+Workers fork from a server that imported the model's libraries once; each loads the
+model once and limits BLAS/OpenMP threads to cores / workers before the model's
+libraries are imported.
+
+``workers=1`` scores in this process. When the workers were chosen for the job, a model
+whose flavor parallelizes its own predict (LightGBM, XGBoost, CatBoost) is scored in
+this process; any other has its first unit scored here, timed, and a pool takes the rest
+only when that timing says it would pay (a model that costs less than sending it its
+rows stays here).
 
 This module imports nothing heavy at its top: a worker process imports it (to find its
 initializer) before the thread limits are set.
@@ -16,14 +22,14 @@ initializer) before the thread limits are set.
 
 from __future__ import annotations
 
-import itertools
 import os
 import pickle
 import time
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -31,6 +37,8 @@ from lakeforge.errors import LakeforgeError
 
 if TYPE_CHECKING:
     from multiprocessing.context import BaseContext
+
+    import pyarrow as pa
 
     from lakeforge.inference._batch import ScoreJob
     from lakeforge.inference._model import ScoredBatch, Scorer
@@ -43,12 +51,15 @@ THREAD_ENV = (
     "VECLIB_MAXIMUM_THREADS",
     "NUMEXPR_NUM_THREADS",
 )
-_SAMPLE_ROWS = 16_384  # rows scored here to learn the model's cost per row
+#: MLflow flavors (pyfunc loader modules) whose predict uses every core by itself.
+MULTITHREADED = frozenset({"mlflow.lightgbm", "mlflow.xgboost", "mlflow.catboost"})
 _SEND_COST = 2.0  # sending rows to a worker and back, relative to reading them
 _POOL_START_S = 1.0  # starting the workers and loading the model in each, about
-_MIN_SAVED = 1 / 3  # of the time here a pool must save (the sample's timing is noisy)
+_MIN_SAVED = 1 / 3  # of the time here a pool must save (one unit's timing is noisy)
 _scorer: Scorer | None = None  # the worker's own, loaded by its initializer
 _limits: object = None  # threadpoolctl's limits, held for the worker's life
+
+Piece = tuple["Chunk", int, "Unit"]  # a unit, with its chunk and its place in the chunk
 
 
 def cores() -> int:
@@ -63,50 +74,90 @@ def run_local(job: ScoreJob) -> Iterator[tuple[int, ScoredBatch]]:
     """Score ``job``'s chunks; yields ``(chunk number, scored rows)`` in chunk order."""
     from lakeforge.inference._source import UnitReader
 
-    reader = UnitReader()
-    if job.workers > 1 and job.adaptive:
-        first = next(job.chunks, None)
-        if first is None:
-            return
-        job.chunks = itertools.chain([first], job.chunks)
-        if not _pool_pays(job, first.units[0], reader):
-            job.workers = 1
-    if job.workers <= 1:
-        job.scorer.load()
-        for chunk in job.chunks:
-            pieces = [
-                job.scorer.score(
-                    reader.read(unit), input_version=job.input_version, scored_at=job.scored_at
-                )
-                for unit in chunk.units
-            ]
-            yield chunk.number, concat(pieces)
-        return
-    yield from _pooled(job, reader)
+    units: Iterator[Piece] = (
+        (chunk, index, unit) for chunk in job.chunks for index, unit in enumerate(chunk.units)
+    )
+    done: list[ScoredBatch] = []
+    for (chunk, index, _), scored in _score_units(job, units, UnitReader()):
+        done.append(scored)
+        if index == len(chunk.units) - 1:
+            yield chunk.number, concat(done)
+            done.clear()
 
 
-def _pool_pays(job: ScoreJob, unit: Unit, reader: UnitReader) -> bool:
-    """Whether scoring in ``job.workers`` processes beats scoring here: a sample of
-    ``unit`` is scored here, and the time the workers save (here, the model takes its own
-    threads; each worker gets one core), less the cost of sending them the rows (about
-    that of reading them), must be a good part of the time here and exceed the pool's
-    start.
-    """
+def _score_units(
+    job: ScoreJob, units: Iterator[Piece], reader: UnitReader
+) -> Iterator[tuple[Piece, ScoredBatch]]:
+    """Each unit scored, in input order: here, or in a pool when ``job.workers`` > 1
+    (when the workers were chosen, only if the pool pays: see the module's docstring)."""
     job.scorer.load()
-    began = time.process_time()
-    data = reader.read(unit)
-    read_s = (time.process_time() - began) / max(data.num_rows, 1)
-    sample = data.slice(0, _SAMPLE_ROWS)
-    wall, cpu = time.perf_counter(), time.process_time()
-    job.scorer.score(sample, input_version=job.input_version, scored_at=job.scored_at)
-    rows = max(sample.num_rows, 1)
-    wall_s, cpu_s = (time.perf_counter() - wall) / rows, (time.process_time() - cpu) / rows
-    saved_s = wall_s - cpu_s / job.workers - _SEND_COST * read_s
-    total = job.source.rows
-    return saved_s > _MIN_SAVED * wall_s and (total is None or saved_s * total > _POOL_START_S)
+    if job.workers > 1 and job.adaptive:
+        if getattr(job.scorer.model, "loader_module", None) in MULTITHREADED:
+            job.workers = 1
+        else:
+            first = next(units, None)
+            if first is None:
+                return
+            began = time.process_time()
+            data = reader.read(first[2])
+            read_s = time.process_time() - began
+            wall, cpu = time.perf_counter(), time.process_time()
+            yield first, _score_here(job, data)
+            timing = _Timing(
+                data.num_rows, read_s, time.perf_counter() - wall, time.process_time() - cpu
+            )
+            if not timing.pool_pays(job.workers, job.source.rows):
+                job.workers = 1
+    if job.workers <= 1:
+        yield from _here(job, units, reader)
+    else:
+        yield from _pooled(job, units, reader)
 
 
-def _pooled(job: ScoreJob, reader: UnitReader) -> Iterator[tuple[int, ScoredBatch]]:
+@dataclass(frozen=True)
+class _Timing:
+    """One unit scored here: its rows, the CPU seconds reading it took, and the wall and
+    CPU seconds scoring it took."""
+
+    rows: int
+    read_s: float
+    wall_s: float
+    cpu_s: float
+
+    def pool_pays(self, workers: int, total: int | None) -> bool:
+        """Whether ``workers`` processes beat scoring here: the time they save (here, the
+        model takes its own threads; each worker gets one core), less the cost of sending
+        them the rows (about that of reading them), must be a good part of the time here
+        and exceed the pool's start over the ``total`` rows (None: unknown)."""
+        rows = max(self.rows, 1)
+        wall, cpu, read = self.wall_s / rows, self.cpu_s / rows, self.read_s / rows
+        saved = wall - cpu / workers - _SEND_COST * read
+        return saved > _MIN_SAVED * wall and (total is None or saved * total > _POOL_START_S)
+
+
+def _score_here(job: ScoreJob, data: pa.Table) -> ScoredBatch:
+    return job.scorer.score(data, input_version=job.input_version, scored_at=job.scored_at)
+
+
+def _here(
+    job: ScoreJob, units: Iterator[Piece], reader: UnitReader
+) -> Iterator[tuple[Piece, ScoredBatch]]:
+    """Score in this process, a thread decoding the next unit meanwhile (Parquet decoding
+    releases the GIL)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="lakeforge-read") as ahead:
+        pending: tuple[Piece, Future[pa.Table]] | None = None
+        for piece in units:
+            reading = ahead.submit(reader.read, piece[2])
+            if pending is not None:
+                yield pending[0], _score_here(job, pending[1].result())
+            pending = (piece, reading)
+        if pending is not None:
+            yield pending[0], _score_here(job, pending[1].result())
+
+
+def _pooled(
+    job: ScoreJob, units: Iterator[Piece], reader: UnitReader
+) -> Iterator[tuple[Piece, ScoredBatch]]:
     import multiprocessing
 
     context: BaseContext
@@ -126,32 +177,26 @@ def _pooled(job: ScoreJob, reader: UnitReader) -> Iterator[tuple[int, ScoredBatc
         initializer=_start_worker,
         initargs=(threads, pickle.dumps(job.scorer)),
     )
-    window: deque[tuple[Chunk, int, Future[ScoredBatch]]] = deque()
-    done: list[ScoredBatch] = []
+    window: deque[tuple[Piece, Future[ScoredBatch]]] = deque()
     limit = 2 * job.workers  # units in flight: each worker busy, one more queued
 
-    def oldest() -> Iterator[tuple[int, ScoredBatch]]:
-        chunk, index, future = window.popleft()
+    def oldest() -> tuple[Piece, ScoredBatch]:
+        piece, future = window.popleft()
         try:
-            done.append(future.result())
+            return piece, future.result()
         except BrokenProcessPool as exc:
             raise LakeforgeError(
                 f"a scoring worker process died (out of memory, or killed): {exc}"
             ) from None
-        if index == len(chunk.units) - 1:
-            yield chunk.number, concat(done)
-            done.clear()
 
     try:
-        for chunk in job.chunks:
-            for index, unit in enumerate(chunk.units):
-                shipped = reader.ship(unit)
-                future = pool.submit(_score, shipped, job.input_version, job.scored_at)
-                window.append((chunk, index, future))
-                while len(window) >= limit:
-                    yield from oldest()
+        for piece in units:
+            shipped = reader.ship(piece[2])
+            window.append((piece, pool.submit(_score, shipped, job.input_version, job.scored_at)))
+            while len(window) >= limit:
+                yield oldest()
         while window:
-            yield from oldest()
+            yield oldest()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
