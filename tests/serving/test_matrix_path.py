@@ -1,11 +1,13 @@
-"""The matrix path: a native LightGBM Booster scored from a NumPy matrix built straight from
-the request, giving exactly what MLflow's pyfunc gives, and the batcher's skip-the-queue rule."""
+"""The matrix path: a LightGBM model (a native Booster, or a scikit-learn API estimator logged
+with the lightgbm or sklearn flavor) scored from a NumPy matrix built straight from the
+request, giving exactly what MLflow's pyfunc gives, and the batcher's skip-the-queue rule."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +22,16 @@ from lakeforge.serving._protocol import RequestError, parse_mlflow, parse_v2
 from tests.serving.conftest import FEATURES, frame
 
 
-def _save(model: Any, folder: Path, example: pd.DataFrame) -> Any:
+def _save(
+    model: Any, folder: Path, example: pd.DataFrame, flavor: str = "lightgbm", **options: Any
+) -> Any:
     import mlflow
 
-    mlflow.lightgbm.save_model(model, str(folder), input_example=example)
+    # named requirements: MLflow would otherwise infer them in a subprocess (seconds a model)
+    options["pip_requirements"] = ["lightgbm"]
+    if flavor == "sklearn":
+        options["serialization_format"] = "cloudpickle"
+    getattr(mlflow, flavor).save_model(model, str(folder), input_example=example, **options)
     return mlflow.pyfunc.load_model(str(folder))
 
 
@@ -122,16 +130,103 @@ def test_the_single_row_api_agrees_from_many_threads(booster: Any, data: pd.Data
     )
 
 
+KINDS = ("binary", "binary strings", "multiclass strings", "regressor")
+
+
+def _estimator(kind: str, data: pd.DataFrame, **params: Any) -> Any:
+    """A scikit-learn API LightGBM model of ``kind`` fitted on the flights' features."""
+    import lightgbm as lgb
+
+    X, delay = data[FEATURES], data["arr_delay"]
+    if kind == "regressor":
+        return lgb.LGBMRegressor(n_estimators=20, verbose=-1, **params).fit(X, delay)
+    labels: Any = (delay > 15).astype(int)
+    if kind == "binary strings":
+        labels = np.where(delay > 15, "late", "on time")
+    elif kind == "multiclass strings":
+        labels = pd.cut(delay, [-np.inf, 0, 30, np.inf], labels=["early", "late", "very late"])
+        labels = labels.astype(str)
+    return lgb.LGBMClassifier(n_estimators=20, verbose=-1, **params).fit(X, labels)
+
+
+@pytest.fixture(scope="module")
+def estimators(tmp_path_factory: pytest.TempPathFactory, data: pd.DataFrame) -> dict[str, Any]:
+    """Every kind, logged with each flavor that takes a scikit-learn API LightGBM model."""
+    folder = tmp_path_factory.mktemp("estimators")
+    return {
+        f"{kind}/{flavor}": _save(
+            _estimator(kind, data), folder / f"{kind}-{flavor}", data[FEATURES].head(3), flavor
+        )
+        for kind in KINDS
+        for flavor in ("lightgbm", "sklearn")
+    }
+
+
+def _random_rows(data: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """``n`` rows drawn uniformly within each feature's range, one value in 20 missing."""
+    rng = np.random.default_rng(seed)
+    features = data[FEATURES]
+    values = rng.uniform(features.min(), features.max(), size=(n, len(FEATURES)))
+    values[rng.random(values.shape) < 0.05] = np.nan
+    return pd.DataFrame(values, columns=FEATURES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n", [1, 500])
+@pytest.mark.parametrize("flavor", ["lightgbm", "sklearn"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_scikit_learn_api_models_score_as_their_pyfunc_does(
+    estimators: dict[str, Any], data: pd.DataFrame, kind: str, flavor: str, n: int
+) -> None:
+    pyfunc = estimators[f"{kind}/{flavor}"]
+    model = LoadedModel.wrap("m", "1", pyfunc)
+    assert model.matrix_fn is not None, "an LGBM estimator takes the matrix path"
+    for seed in range(40 if n == 1 else 4):
+        rows = _random_rows(data, n, seed)
+        expected = pyfunc.predict(rows)  # classifiers: the class labels, as their predict
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            matrix = model.frame(parse_mlflow(_split(rows)))
+            assert isinstance(matrix, np.ndarray)
+            predicted = model.predict_frame(matrix)
+        assert warned == [], [str(w.message) for w in warned]  # none per request
+        assert isinstance(predicted, np.ndarray) and predicted.dtype == expected.dtype
+        assert np.array_equal(predicted, expected), (kind, flavor, seed)
+
+
+@pytest.mark.slow
+def test_no_rows_fail_as_they_fail_in_the_pyfunc(
+    booster: Any, estimators: dict[str, Any], data: pd.DataFrame
+) -> None:
+    for pyfunc in (booster, *estimators.values()):
+        model = LoadedModel.wrap("m", "1", pyfunc)
+        with pytest.raises(ValueError, match="non empty") as mlflow_error:
+            pyfunc.predict(data[FEATURES].head(0))
+        with pytest.raises(ValueError) as ours:
+            model.predict_frame(np.empty((0, len(FEATURES))))
+        assert str(ours.value) == str(mlflow_error.value)
+
+
+@pytest.mark.slow
 def test_models_the_matrix_path_must_not_take(
     tmp_path: Path, booster: Any, data: pd.DataFrame
 ) -> None:
     import lightgbm as lgb
 
     X = data[FEATURES]
-    classifier = lgb.LGBMClassifier(n_estimators=5, verbose=-1).fit(X, data["arr_delay"] > 15)
-    sklearn_api = LoadedModel.wrap("m", "1", _save(classifier, tmp_path / "sk", X.head(2)))
-    assert sklearn_api.matrix_fn is None  # it checks feature names: it gets a DataFrame
-    assert isinstance(sklearn_api.frame(parse_mlflow(_split(X.head(2)))), pd.DataFrame)
+    # a pyfunc that predicts probabilities, and an estimator with prediction-time options
+    proba = _estimator("binary", data)
+    early = _estimator("binary", data, pred_early_stop=True, pred_early_stop_margin=0.5)
+    for name, pyfunc in (
+        (
+            "proba",
+            _save(proba, tmp_path / "p", X.head(2), "sklearn", pyfunc_predict_fn="predict_proba"),
+        ),
+        ("early", _save(early, tmp_path / "e", X.head(2))),
+    ):
+        model = LoadedModel.wrap("m", "1", pyfunc)
+        assert model.matrix_fn is None, name
+        assert isinstance(model.frame(parse_mlflow(_split(X.head(2)))), pd.DataFrame)
     three = (data["arr_delay"] // 30).clip(0, 2).astype(int)
     multi = lgb.train(
         {"objective": "multiclass", "num_class": 3, "verbose": -1}, lgb.Dataset(X, three), 5

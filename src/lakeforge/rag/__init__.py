@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from lakeforge._lazy import lazy_names
 
 if TYPE_CHECKING:
-    from lakeforge.rag._chain import Answer, ChainError, Document, RagChain
+    from lakeforge.rag._chain import Answer, ChainError, Document, LLMUnavailableError, RagChain
     from lakeforge.rag._config import ChainConfig, LLMConfig
     from lakeforge.rag._evaluate import (
         RetrievalEvaluation,
@@ -32,6 +32,7 @@ __all__ = [
     "ChainError",
     "Document",
     "LLMConfig",
+    "LLMUnavailableError",
     "RagChain",
     "RetrievalEvaluation",
     "evaluate_retrieval",
@@ -49,6 +50,7 @@ __getattr__ = lazy_names(
         "Answer": "_chain",
         "ChainError": "_chain",
         "Document": "_chain",
+        "LLMUnavailableError": "_chain",
         "RagChain": "_chain",
         "ChainConfig": "_config",
         "LLMConfig": "_config",

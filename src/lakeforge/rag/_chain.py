@@ -33,6 +33,11 @@ class ChainError(LakeforgeError):
     """A chain that cannot answer: a missing index or prompt, or a failing LLM endpoint."""
 
 
+class LLMUnavailableError(ChainError):
+    """The chain's LLM endpoint failed: unreachable, an error status, or no answer in its
+    reply (an upstream's failure, not the chain's: served, a 503)."""
+
+
 @dataclass(frozen=True)
 class Document:
     """One retrieved document: its key (as text), its text and its score (higher = better)."""
@@ -203,15 +208,17 @@ class RagChain:
         try:
             response = self._http().post(url, json=body, headers=headers, timeout=llm.timeout_s)
         except httpx.HTTPError as exc:
-            raise ChainError(f"{where} failed: {type(exc).__name__}: {exc}") from None
+            raise LLMUnavailableError(f"{where} failed: {type(exc).__name__}: {exc}") from None
         if response.status_code != 200:
             text = redact(response.text[:_ERROR_CHARS], secret)
-            raise ChainError(f"{where} answered {response.status_code}: {text}")
+            raise LLMUnavailableError(f"{where} answered {response.status_code}: {text}")
         try:
             return str(response.json()["choices"][0]["message"]["content"] or "")
         except (ValueError, KeyError, IndexError, TypeError):
             text = redact(response.text[:_ERROR_CHARS], secret)
-            raise ChainError(f"{where} answered without choices[0].message: {text}") from None
+            raise LLMUnavailableError(
+                f"{where} answered without choices[0].message: {text}"
+            ) from None
 
     def _http(self) -> httpx.Client:
         import httpx

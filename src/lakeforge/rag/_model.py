@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UNAVAILABLE
 from mlflow.pyfunc.model import PythonModel
 
 import lakeforge
-from lakeforge.rag._chain import ChainError, RagChain
+from lakeforge.rag._chain import ChainError, LLMUnavailableError, RagChain
 from lakeforge.rag._config import QUESTION, parse_config
 
 if TYPE_CHECKING:
@@ -37,7 +37,11 @@ LOGGING_WORKSPACE: contextvars.ContextVar[Workspace | None] = contextvars.Contex
 
 
 class RagChainModel(PythonModel):
-    """``question`` in; ``answer``, ``sources`` (document ids) and ``prompt_version`` out."""
+    """``question`` in; ``answer``, ``sources`` (document ids) and ``prompt_version`` out.
+
+    A chain whose LLM endpoint fails raises an MlflowException TEMPORARILY_UNAVAILABLE
+    naming it: served, a 503 (other failures, a prompt that lost a placeholder, a 500).
+    """
 
     def __init__(self) -> None:
         self.chain: RagChain | None = None
@@ -62,7 +66,10 @@ class RagChainModel(PythonModel):
             raise MlflowException(exc.message, error_code=INVALID_PARAMETER_VALUE) from None
         if self.chain.config.trace:
             trace_to_target(self.chain.ws)
-        answers = [self.chain.answer(q) for q in questions]
+        try:
+            answers = [self.chain.answer(q) for q in questions]
+        except LLMUnavailableError as exc:
+            raise MlflowException(str(exc), error_code=TEMPORARILY_UNAVAILABLE) from exc
         return pd.DataFrame(
             {
                 "answer": [a.answer for a in answers],
@@ -70,6 +77,16 @@ class RagChainModel(PythonModel):
                 "prompt_version": [a.prompt_version for a in answers],
             }
         )
+
+    def warm(self, model_input: pd.DataFrame) -> None:
+        """What ``lakeforge serve`` runs before serving instead of a predict: retrieve for
+        each question and read the prompt, but never ask the LLM, so that the chain serves
+        while its LLM is down or slow (a broken index or prompt still fails here)."""
+        if self.chain is None:
+            raise ChainError("the RAG chain was not loaded (load it with mlflow.pyfunc.load_model)")
+        for question in questions_of(model_input):
+            self.chain.retrieve(question)
+        self.chain.prompt()
 
 
 def questions_of(model_input: Any) -> list[str]:

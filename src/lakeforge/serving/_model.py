@@ -3,11 +3,11 @@
 Requests whose columns convert cleanly to the model's column signature take the fast
 path: one DataFrame in the signature's order and types, passed to the flavor's predict
 function, exactly what MLflow's schema enforcement would hand it. A flavor that scores a
-plain matrix (a native LightGBM Booster over numeric columns) gets a NumPy matrix built
-straight from the decoded JSON instead, checked against the signature, with no pandas on
-the way. Everything else (tensor signatures, datetimes, ambiguous types, no signature)
-goes through MLflow's own parser and ``PyFuncModel.predict``, so every path gives what
-``mlflow models serve`` gives.
+plain matrix (a LightGBM Booster or scikit-learn API estimator over numeric columns) gets a
+NumPy matrix built straight from the decoded JSON instead, checked against the signature,
+with no pandas on the way. Everything else (tensor signatures, datetimes, ambiguous types,
+no signature) goes through MLflow's own parser and ``PyFuncModel.predict``, so every path
+gives what ``mlflow models serve`` gives.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ _NUMBERS_OR_NULL = {int, float, type(None)}
 _INT, _BOOL, _STR = {int}, {bool}, {str}
 _NAIVE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?$")
 _KINDS = ("double", "float", "long", "integer", "boolean", "string", "datetime")
+_SERVICE_STATUSES = (429, 503, 504)
 SINGLE_THREAD_ROWS = 512
 """Below this many rows a LightGBM predict runs on one thread: OpenMP's start-up costs more
 than the trees (55 us against 1.5 ms for one row on a loaded two-core host)."""
@@ -218,12 +219,18 @@ class LoadedModel:
 
     def predict_frame(self, frame: pd.DataFrame | np.ndarray) -> Any:
         """Score what :meth:`frame` made (the schema is already enforced)."""
-        if isinstance(frame, np.ndarray):
-            assert self.matrix_fn is not None
-            return self.matrix_fn(frame)
-        if self._takes_params:
-            return self._predict_fn(frame, params=None)
-        return self._predict_fn(frame)
+        try:
+            if isinstance(frame, np.ndarray):
+                assert self.matrix_fn is not None
+                return self.matrix_fn(frame)
+            if self._takes_params:
+                return self._predict_fn(frame, params=None)
+            return self._predict_fn(frame)
+        except Exception as exc:
+            unavailable = service_error(exc)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
 
     def predict_request(self, parsed: Parsed, v2: bool) -> Any:
         """Score through MLflow's own parser and schema enforcement."""
@@ -252,7 +259,10 @@ class LoadedModel:
         except MlflowException as exc:
             if exc.error_code in (INVALID_INPUT, "BAD_REQUEST"):
                 raise RequestError(400, exc.message, exc.error_code) from None
-            raise
+            unavailable = service_error(exc)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
 
     def invoke_mlflow(self, body: bytes, content_type: str) -> tuple[int, bytes]:
         """Other content types (CSV, Parquet; 415 otherwise) through MLflow's own handler."""
@@ -263,23 +273,61 @@ class LoadedModel:
         try:
             answer = invocations(body, content_type, self.pyfunc, schema)  # type: ignore[no-untyped-call]
         except MlflowException as exc:
-            raise RequestError(400, exc.message, exc.error_code) from None
+            raise service_error(exc) or RequestError(400, exc.message, exc.error_code) from None
         if answer.status == 200:
             return 200, answer.response.encode()
         raise RequestError(answer.status, str(answer.response), "UNSUPPORTED_MEDIA_TYPE")
 
     def warm(self) -> None:
-        """Score the model's input example once, off the request path."""
+        """Score the model's input example once, off the request path.
+
+        A Python model with a ``warm(model_input)`` method is given the example instead: a
+        model whose predict calls a remote service (a RAG chain's LLM) warms what is local
+        there, so that it serves while that service is down or slow (see
+        :func:`service_error` for what its requests answer meanwhile).
+        """
         example = getattr(self.pyfunc, "input_example", None)
         if example is None:
             return
         frame = pd.DataFrame(example) if not isinstance(example, pd.DataFrame) else example
+        own = _own_warm(self.pyfunc)
+        if own is not None:
+            own(frame)
+            return
         self.pyfunc.predict(frame)
         if self.columns is not None:
             columns = {c: frame[c].tolist() for c in frame.columns}
             fast = self.frame(Parsed(b"", columns, len(frame), None))
             if fast is not None:
                 self.predict_frame(fast)
+
+
+def service_error(exc: BaseException) -> RequestError | None:
+    """The answer to a model that failed because a service it calls did: an MlflowException
+    with TEMPORARILY_UNAVAILABLE (503), DEADLINE_EXCEEDED (504) or REQUEST_LIMIT_EXCEEDED /
+    RESOURCE_EXHAUSTED (429), answered with that status and the model's message, as
+    ``mlflow models serve`` answers them. None for any other failure."""
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(exc, MlflowException):
+        return None
+    status = exc.get_http_status_code()  # type: ignore[no-untyped-call]
+    if status not in _SERVICE_STATUSES:
+        return None
+    return RequestError(status, exc.message, exc.error_code)
+
+
+def _own_warm(pyfunc: Any) -> Callable[[pd.DataFrame], Any] | None:
+    """A Python model's own ``warm(model_input)`` method (logged as an object or from
+    code), if it has one."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        python_model = pyfunc.unwrap_python_model()
+    except MlflowException:  # another flavor
+        return None
+    own = getattr(python_model, "warm", None)
+    return own if callable(own) else None
 
 
 def join(parts: list[Any]) -> Any:
@@ -291,17 +339,73 @@ def join(parts: list[Any]) -> Any:
 
 def _matrix_fn(pyfunc: Any, n_columns: int) -> Callable[[np.ndarray], Any] | None:
     """A predict function over a NumPy matrix, for flavors whose pyfunc predict does
-    nothing but hand the frame's values to the model; None for every other model."""
-    if pyfunc.loader_module != "mlflow.lightgbm":
+    nothing but hand the frame's values to the model (a LightGBM Booster, or a scikit-learn
+    API LightGBM estimator logged with the lightgbm or sklearn flavor); None for every other
+    model."""
+    if pyfunc.loader_module not in ("mlflow.lightgbm", "mlflow.sklearn"):
+        return None
+    impl = pyfunc._model_impl
+    if pyfunc._predict_fn != impl.predict:  # e.g. the sklearn flavor's predict_proba
         return None
     import lightgbm as lgb
 
-    booster = getattr(pyfunc._model_impl, "lgb_model", None)
-    if not isinstance(booster, lgb.Booster):  # the scikit-learn API checks feature names
+    model = impl.get_raw_model()
+    if isinstance(model, lgb.LGBMModel):
+        return _estimator_fn(model, n_columns)
+    if not isinstance(model, lgb.Booster) or not _plain(model, n_columns):
         return None
-    if booster.pandas_categorical or booster.num_feature() != n_columns:
+    return BoosterPredictor(model)
+
+
+def _plain(booster: Any, n_columns: int) -> bool:
+    """Whether ``booster`` scores ``n_columns`` numeric columns (no pandas categories)."""
+    return not booster.pandas_categorical and booster.num_feature() == n_columns
+
+
+def _estimator_fn(estimator: Any, n_columns: int) -> Callable[[np.ndarray], Any] | None:
+    """What the estimator's own ``predict`` gives, from its booster: the same scores (class
+    labels for a classifier) without its input checks, which warn on every NumPy input of a
+    model fitted on a DataFrame. None where that predict does more: prediction-time options
+    (``pred_early_stop``...) or a custom objective."""
+    import lightgbm as lgb
+
+    if not estimator.__sklearn_is_fitted__() or callable(estimator.objective_):
         return None
-    return BoosterPredictor(booster)
+    if any(name.startswith("pred") for name in estimator.get_params()):
+        return None
+    booster = estimator.booster_
+    if not _plain(booster, n_columns):
+        return None
+    scores = BoosterPredictor(booster)
+    if not isinstance(estimator, lgb.LGBMClassifier):
+        return scores
+    if estimator.n_classes_ <= 2 and booster.num_model_per_iteration() != 1:
+        return None
+    return ClassPredictor(scores, estimator.classes_, binary=estimator.n_classes_ <= 2)
+
+
+class ClassPredictor:
+    """``LGBMClassifier.predict`` over a float matrix: the label of the most probable class.
+
+    As LightGBM's own: a binary model's probability p of the second class against 1 - p (a
+    tie goes to the first class), else the first of the highest probabilities; the label is
+    the estimator's ``classes_`` entry (its dtype: strings stay strings).
+    """
+
+    def __init__(
+        self, scores: Callable[[np.ndarray], Any], classes: np.ndarray, *, binary: bool
+    ) -> None:
+        self.scores = scores
+        self.classes = classes
+        self.binary = binary
+
+    def __call__(self, matrix: np.ndarray) -> np.ndarray:
+        scores = self.scores(matrix)
+        if self.binary:
+            index = (scores > 1.0 - scores).astype(np.intp)
+        else:
+            index = np.argmax(scores, axis=1)
+        return np.take(self.classes, index)
 
 
 class BoosterPredictor:
@@ -363,6 +467,8 @@ class BoosterPredictor:
                 self._lock.release()
             if code == 0:
                 return out
+        if not len(matrix):  # as LightGBM refuses the empty DataFrame MLflow's pyfunc gives it
+            raise ValueError("Input data must be 2 dimensional and non empty.")
         threads = 1 if len(matrix) < SINGLE_THREAD_ROWS else 0  # 0: OpenMP's default
         return self.booster.predict(matrix, num_threads=threads)
 
