@@ -85,15 +85,18 @@ def load(
 ) -> LoadedModel:
     """Load a registered version, attach ``online()`` if it is feature-aware, warm it."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     from lakeforge.tracking import use_target
 
     with use_target(ws.target):
         pyfunc = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
-    if pyfunc.loader_module == "mlflow.pyfunc.model":
+    try:  # a Python model, logged as an object or from code
         attach = getattr(pyfunc.unwrap_python_model(), "use_online_store", None)
-        if attach is not None:
-            attach(online())  # an unavailable store fails the load: the entity reports it
+    except MlflowException:  # another flavor
+        attach = None
+    if attach is not None:
+        attach(online())  # an unavailable store fails the load: the entity reports it
     loaded = LoadedModel.wrap(model_name, version, pyfunc)
     loaded.warm()
     return loaded
