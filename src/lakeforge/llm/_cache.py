@@ -31,10 +31,17 @@ class ResponseCache:
         return len(self._entries)
 
     @staticmethod
-    def key(route: str, prompt: str | None, body: dict[str, Any]) -> str:
+    def key(
+        route: str, prompt: str | None, body: dict[str, Any], serving: str | None = None
+    ) -> str:
+        """The entry of a request: its route, prompt version and parameters, and the model
+        version the route serves when it can change under the same name (``serving``)."""
         params = {k: v for k, v in body.items() if k != "user"}
         text = json.dumps(
-            [route, prompt, params], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            [route, prompt, params, serving],
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
         )
         return hashlib.sha256(text.encode()).hexdigest()
 

@@ -297,9 +297,12 @@ class GatewayEndpoint:
         order = self.router.order(call.tokens_in, escalate=call.escalate)
         for route in order:
             body, prompt = self._upstream_body(call, route)
+            provider = self._providers[route.name]
             key = None
             if self.cache is not None:
-                key = self.cache.key(route.name, prompt, body)
+                # a route whose model swaps (an alias) keys its entries by the version
+                serving = getattr(provider, "serving", None)
+                key = self.cache.key(route.name, prompt, body, serving)
                 hit = self.cache.get(key)
                 if hit is not None:
                     return await self._done(call, route, prompt, body, hit, attempts, cached=True)
@@ -307,7 +310,6 @@ class GatewayEndpoint:
             if not breaker.allow():
                 failures.append(f"{route.name}: circuit open")
                 continue
-            provider = self._providers[route.name]
             for retry in range(route.max_retries + 1):
                 attempts += 1
                 began = time.time_ns()
