@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
@@ -20,6 +21,7 @@ from lakeforge.monitoring._drift import dataset_drift, drift_row
 from lakeforge.monitoring._quality import classification_metrics, regression_metrics
 from lakeforge.monitoring._sources import RECORD_COLUMNS
 from lakeforge.monitoring._stats import ColumnSummary, profile_row, summarize
+from lakeforge.monitoring._windows import Window
 from lakeforge.project import MonitorSpec
 
 TABLE = ":table"
@@ -29,6 +31,13 @@ _CATEGORICAL = ("string", "bool")
 _QUANTILES = (0.5, 0.95, 0.99)
 
 SliceId = tuple[str | None, str | None]  # (slice_key, slice_value); (None, None): all rows
+PartKey = tuple[str | None, SliceId]  # model version, slice
+Read = Callable[[list[str]], list[pa.Table]]
+"""Given column names, those columns of each window's rows."""
+
+READ_VALUES = 2_000_000
+"""At most this many values (rows x columns) of the windows profiled together are read at
+once, in groups of columns (one column at least): 16 MB of doubles."""
 
 
 @dataclass
@@ -95,6 +104,32 @@ def column_kind(kind: pa.DataType) -> str | None:
     return None
 
 
+@dataclass
+class _Cuts:
+    """One window's model versions, and for each version and slice the summaries made so
+    far (``:table`` first) and the custom metrics of its columns."""
+
+    versions: list[str | None]
+    summaries: dict[PartKey, dict[str, Summary]] = field(default_factory=dict)
+    custom: dict[PartKey, dict[str, dict[str, float | None]]] = field(default_factory=dict)
+
+    def add(self, where: PartKey, name: str, data_type: str, column: ColumnSummary) -> None:
+        """Add column ``name``'s summary to version and slice ``where``."""
+        table = self.summaries[where][TABLE]
+        self.summaries[where][name] = Summary(
+            table.granularity,
+            table.window_start,
+            table.window_end,
+            table.model_version,
+            table.slice_key,
+            table.slice_value,
+            column_name=name,
+            data_type=data_type,
+            summary=column,
+            metrics=self.custom[where].get(name, {}),
+        )
+
+
 class Profiler:
     """Computes the summaries, profile rows and drift rows of one monitor."""
 
@@ -112,63 +147,154 @@ class Profiler:
             if kind is not None:
                 self.columns.append((name, kind, str(schema.field(name).type)))
         self.label_col = spec.label_col or (spec.labels.label_col if spec.labels else None)
+        self.names: list[str] = list(schema.names)
 
-    # -- one window -------------------------------------------------------------------
+    # -- windows ----------------------------------------------------------------------
 
-    def window(
+    def windows(
+        self,
+        read: Read,
+        requests: Sequence[pa.Table | None],
+        granularity: str | None,
+        windows: Sequence[Window | None],
+    ) -> list[Summary]:
+        """Summaries of some windows' rows (and serving requests): every model version and
+        slice, every column plus ``:table`` (whose metrics hold count, quality, health).
+
+        ``read(columns)`` gives those columns of each window's rows. The columns that cut
+        versions and slices and feed the ``:table`` metrics are read first; the profiled
+        columns then follow in groups of at most ``READ_VALUES`` values, so memory follows
+        a group of columns (at least one), not every column of the windows.
+        """
+        cuts = self._cut_columns()
+        first_columns = _unique([*cuts, *self._table_columns])
+        first = read(first_columns)
+        found = [
+            self._first_pass(rows, calls, granularity, window)
+            for window, rows, calls in zip(windows, first, requests, strict=True)
+        ]
+        rest = [c for c in self.columns if c[0] not in first_columns]
+        size = max(1, READ_VALUES // max(1, sum(t.num_rows for t in first)))
+        for i in range(0, len(rest), size):
+            group = rest[i : i + size]
+            tables = read(_unique([*cuts, *(name for name, _k, _t in group)]))
+            for rows, cut in zip(tables, found, strict=True):
+                for version, where, part in self._parts(rows, cut.versions):
+                    for name, kind, data_type in group:
+                        column = summarize(part.column(name), kind)  # type: ignore[arg-type]
+                        cut.add((version, where), name, data_type, column)
+        order = [TABLE, *(name for name, _k, _t in self.columns)]
+        return [part[name] for cut in found for part in cut.summaries.values() for name in order]
+
+    def _first_pass(
         self,
         rows: pa.Table,
         requests: pa.Table | None,
         granularity: str | None,
-        window: tuple[datetime, datetime] | None,
-    ) -> list[Summary]:
-        """Summaries of one window's rows (and serving requests): every model version and
-        slice, every column plus ``:table`` (whose metrics hold count, quality, health)."""
+        window: Window | None,
+    ) -> _Cuts:
+        """A window's model versions, each version and slice's ``:table`` summary, and the
+        summaries of the profiled columns ``rows`` already holds."""
         start, end = window if window is not None else (None, None)
-        versions = self._versions(rows, requests)
-        found: list[Summary] = []
-        for version in versions:
-            group = self._of_version(rows, version)
-            health = self._health(requests, version) if requests is not None else {}
-            for (key, value), part in self._slices(group):
-                base = {"model_version": version, "slice_key": key, "slice_value": value}
-                table_metrics: dict[str, float | None] = {COUNT: float(part.num_rows)}
-                table_metrics.update(self._quality(part))
-                if key is None:
-                    table_metrics.update(health)
-                custom = self._custom(part)
-                table_metrics.update(custom.get(TABLE, {}))
-                found.append(
-                    Summary(
-                        granularity,
-                        start,
-                        end,
-                        **base,
-                        column_name=TABLE,
-                        data_type=None,
-                        summary=None,
-                        metrics=table_metrics,
-                    )
+        cut = _Cuts(self._versions(rows, requests))
+        health: dict[str | None, dict[str, float | None]] = {}
+        for version, (key, value), part in self._parts(rows, cut.versions):
+            if version not in health:
+                health[version] = self._health(requests, version) if requests is not None else {}
+            table_metrics: dict[str, float | None] = {COUNT: float(part.num_rows)}
+            table_metrics.update(self._quality(part))
+            if key is None:
+                table_metrics.update(health[version])
+            custom = self._custom(part)
+            table_metrics.update(custom.get(TABLE, {}))
+            where = (version, (key, value))
+            cut.custom[where] = custom
+            cut.summaries[where] = {
+                TABLE: Summary(
+                    granularity,
+                    start,
+                    end,
+                    version,
+                    key,
+                    value,
+                    column_name=TABLE,
+                    data_type=None,
+                    summary=None,
+                    metrics=table_metrics,
                 )
-                for name, kind, data_type in self.columns:
-                    found.append(
-                        Summary(
-                            granularity,
-                            start,
-                            end,
-                            **base,
-                            column_name=name,
-                            data_type=data_type,
-                            summary=summarize(part.column(name), kind),  # type: ignore[arg-type]
-                            metrics=custom.get(name, {}),
-                        )
-                    )
-        return found
+            }
+            for name, kind, data_type in self.columns:
+                if name in part.column_names:
+                    column = summarize(part.column(name), kind)  # type: ignore[arg-type]
+                    cut.add(where, name, data_type, column)
+        return cut
+
+    def _parts(
+        self, rows: pa.Table, versions: list[str | None]
+    ) -> Iterator[tuple[str | None, SliceId, pa.Table]]:
+        """The rows of each model version and slice."""
+        for version in versions:
+            for where, part in self._slices(self._of_version(rows, version)):
+                yield version, where, part
+
+    def _cut_columns(self) -> list[str]:
+        """The columns that cut a window into model versions and slices."""
+        names = [self.version_col] if self.version_col else []
+        return _unique(n for n in [*names, *self._sliced] if n in self.names)
+
+    @cached_property
+    def _sliced(self) -> list[str]:
+        """The columns the slicing expressions read."""
+        names: list[str] = []
+        for expr in self.spec.slicing_exprs:
+            name = expr.strip()
+            names += [name] if name in self.names else self._referenced(expr)
+        return names
+
+    @cached_property
+    def _table_columns(self) -> list[str]:
+        """The columns the ``:table`` metrics (model quality, custom metrics) read."""
+        spec = self.spec
+        names: list[str] = []
+        if spec.profile == "inference" and self.label_col and spec.prediction_col:
+            names += [self.label_col, spec.prediction_col]
+            names += [spec.probability_col] if spec.probability_col else []
+        for metric in spec.custom_metrics:
+            if metric.type != "aggregate":
+                continue
+            names += [c for c in metric.input_columns if c != TABLE]
+            for column in metric.input_columns or [TABLE]:
+                names += self._referenced(
+                    metric.definition.replace("{{input_column}}", _ident(column))
+                )
+        return _unique(n for n in names if n in self.names)
+
+    def _referenced(self, expr: str) -> list[str]:
+        """The columns a SQL expression names, as DuckDB parses it (every column when it
+        selects ``*`` or does not parse: DuckDB reports the error when it runs)."""
+        con = connect_duckdb()
+        try:
+            tree = con.execute("SELECT json_serialize_sql(?)", [f"SELECT ({expr}) FROM rows_"])
+            row = tree.fetchone()
+        finally:
+            con.close()
+        parsed: dict[str, Any] = json.loads(row[0]) if row else {"error": True}
+        nodes = list(_nodes(parsed.get("statements", [])))
+        if parsed.get("error") or any(n.get("class") == "STAR" for n in nodes):
+            return list(self.names)
+        named = {
+            part.lower()
+            for n in nodes
+            if n.get("class") == "COLUMN_REF"
+            for part in n.get("column_names", [])
+        }
+        return [name for name in self.names if name.lower() in named]
 
     def _versions(self, rows: pa.Table, requests: pa.Table | None) -> list[str | None]:
         if self.version_col is None:
             return [None]
-        seen: set[str | None] = set(rows.column(self.version_col).cast(pa.string()).to_pylist())
+        column = rows.column(self.version_col).cast(pa.string())
+        seen: set[str | None] = set(pc.unique(column).to_pylist())
         if requests is not None:
             seen |= set(requests.column("model_version").to_pylist())
         if not seen:
@@ -450,3 +576,18 @@ def _finite(value: Any) -> float | None:
         return None
     number = float(value)
     return number if math.isfinite(number) else None
+
+
+def _unique(names: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(names))
+
+
+def _nodes(value: Any) -> Iterator[dict[str, Any]]:
+    """Every object in a parsed JSON tree."""
+    if isinstance(value, dict):
+        yield value
+        for child in value.values():
+            yield from _nodes(child)
+    elif isinstance(value, list):
+        for child in value:
+            yield from _nodes(child)

@@ -23,16 +23,9 @@ import pyarrow.compute as pc
 
 from lakeforge.errors import LakeforgeError
 from lakeforge.lakehouse import TableName
-from lakeforge.monitoring._compute import TABLE, Profiler, Summary
+from lakeforge.monitoring._compute import TABLE, Profiler, Read, Summary
 from lakeforge.monitoring._registry import monitor_spec
-from lakeforge.monitoring._sources import (
-    Labels,
-    Source,
-    check_columns,
-    is_serving_log,
-    serving_requests,
-    unpack,
-)
+from lakeforge.monitoring._sources import Labels, Source, check_columns, serving_requests
 from lakeforge.monitoring._tables import STATE_SCHEMA as STATE
 from lakeforge.monitoring._tables import (
     OutputTables,
@@ -50,8 +43,9 @@ from lakeforge.monitoring._windows import (
     SNAPSHOT,
     SNAPSHOT_WINDOW,
     Window,
+    merged,
+    start_counts,
     window_end,
-    window_starts,
 )
 from lakeforge.project import MonitorSpec
 
@@ -59,6 +53,8 @@ if TYPE_CHECKING:
     from lakeforge._workspace import Workspace
 
 WhereKey = tuple[str | None, str | None, str]
+BATCH_ROWS = 250_000
+"""Consecutive windows with at most this many rows in all are read together."""
 GroupKey = tuple[str, datetime, str | None]  # granularity, window start, model version
 
 
@@ -108,25 +104,10 @@ def refresh(ws: Workspace, name: str, *, full: bool = False) -> RefreshResult:
     baseline = _baseline(ws, spec, tables)
 
     ranges = None if touched is None else _ranges(touched)
-    raw = source.read(ranges)
-    records = source.records(raw)
-    requests = serving_requests(raw) if source.serving else None
-    if source.serving and records.num_rows:
-        check_columns(spec, records.schema, source.table)
-    if labels is not None:
-        records = labels.join(records)
-    profiler = Profiler(spec, records.schema, serving=source.serving)
-    windows = (
-        touched if touched is not None else _windows_in(source, records, requests, granularities)
-    )
-
-    summaries: list[Summary] = []
-    for granularity, starts in windows.items():
-        for start in sorted(starts):
-            window = (start, window_end(start, granularity))
-            rows = _in_window(source, records, window, granularity)
-            calls = None if requests is None else _in_window(source, requests, window, granularity)
-            summaries += profiler.window(rows, calls, granularity, window)
+    if source.serving:
+        profiler, windows, summaries = _profile_log(source, labels, touched, ranges)
+    else:
+        profiler, windows, summaries = _profile_table(source, labels, touched, ranges)
 
     drift_rows, drift_windows = _drift(
         ws, spec, tables, profiler, summaries, windows, baseline, touched is None
@@ -171,6 +152,105 @@ def refresh(ws: Workspace, name: str, *, full: bool = False) -> RefreshResult:
     return result
 
 
+# -- profiling the windows -------------------------------------------------------------
+
+
+def _profile_table(
+    source: Source,
+    labels: Labels | None,
+    touched: dict[str, set[datetime]] | None,
+    ranges: list[Window] | None,
+) -> tuple[Profiler, dict[str, set[datetime]], list[Summary]]:
+    """Summaries of the windows of a table (every window, or the ``touched`` ones): their
+    rows are counted from the time column, then read window batch by window batch, and in
+    each batch column group by column group (:meth:`Profiler.windows`)."""
+    spec = source.spec
+    counts = source.window_counts(spec.granularity_list, ranges)
+    windows = touched if touched is not None else {g: set(c) for g, c in counts.items()}
+    schema = source.raw_schema
+    if labels is not None:
+        schema = labels.attach(schema.empty_table()).schema
+    profiler = Profiler(spec, schema, serving=False)
+    summaries: list[Summary] = []
+    for granularity, starts in windows.items():
+        for batch in _batches(sorted(starts), counts[granularity]):
+            spans = [(start, window_end(start, granularity)) for start in batch]
+            read = _reader(source, labels, None if granularity == SNAPSHOT else spans)
+            summaries += profiler.windows(read, [None] * len(spans), granularity, spans)
+    return profiler, windows, summaries
+
+
+def _batches(starts: list[datetime], counts: dict[datetime, int]) -> list[list[datetime]]:
+    """Consecutive windows read together while their rows stay within ``BATCH_ROWS`` (a
+    larger window is a batch of its own): few reads of many small windows, and memory
+    bounded by one batch."""
+    found: list[list[datetime]] = []
+    rows = 0
+    for start in starts:
+        count = counts.get(start, 0)
+        if not found or rows + count > BATCH_ROWS:
+            found.append([])
+            rows = 0
+        found[-1].append(start)
+        rows += count
+    return found
+
+
+def _reader(source: Source, labels: Labels | None, spans: list[Window] | None) -> Read:
+    """``read`` for :meth:`Profiler.windows`: columns of the rows of each window of
+    ``spans`` (None: one window of every row); labels joined when the label is asked for."""
+    several = spans is not None and len(spans) > 1
+
+    def read(columns: list[str]) -> list[pa.Table]:
+        labelled = labels is not None and labels.target_col in columns
+        wanted = [c for c in columns if labels is None or c != labels.target_col]
+        wanted += labels.on if labels is not None and labelled else []
+        wanted += [source.time_column] if several and source.time_column else []
+        rows = source.rows(spans, list(dict.fromkeys(wanted)))
+        parts = source.split(rows, spans) if spans is not None and several else [rows]
+        if labels is not None and labelled:
+            parts = [labels.attach(part) for part in parts]
+        return [part.select(columns) for part in parts]
+
+    return read
+
+
+def _profile_log(
+    source: Source,
+    labels: Labels | None,
+    touched: dict[str, set[datetime]] | None,
+    ranges: list[Window] | None,
+) -> tuple[Profiler, dict[str, set[datetime]], list[Summary]]:
+    """Summaries of the windows of a serving log: the log's rows of every window (or the
+    ``touched`` ones) are read at once and unpacked into records (their columns and types
+    come from all of them), then profiled window by window."""
+    spec = source.spec
+    raw = source.read(ranges)
+    records = source.records(raw)
+    requests = serving_requests(raw)
+    if records.num_rows:
+        check_columns(spec, records.schema, source.table)
+    if labels is not None:
+        records = labels.join(records)
+    profiler = Profiler(spec, records.schema, serving=True)
+    windows = touched
+    if windows is None:
+        windows = _windows_in(source, records, requests, spec.granularity_list)
+    summaries: list[Summary] = []
+    for granularity, starts in windows.items():
+        for start in sorted(starts):
+            window = (start, window_end(start, granularity))
+            rows = _in_window(source, records, window, granularity)
+            calls = _in_window(source, requests, window, granularity)
+            summaries += profiler.windows(_held(rows), [calls], granularity, [window])
+    return profiler, windows, summaries
+
+
+def _held(rows: pa.Table) -> Read:
+    """``read`` for :meth:`Profiler.windows` of one window whose rows are in memory."""
+    return lambda columns: [rows.select(columns)]
+
+
 # -- what to recompute ------------------------------------------------------------------
 
 
@@ -206,7 +286,7 @@ def _touched(
             if granularity == SNAPSHOT:
                 found[granularity].add(SNAPSHOT_WINDOW[0])
             else:
-                found[granularity] |= set(window_starts(chunk, granularity).drop_null().to_pylist())
+                found[granularity] |= set(start_counts(chunk, granularity))
     return found
 
 
@@ -220,7 +300,14 @@ def _times(source: Source, rows: pa.Table) -> pa.ChunkedArray:
 
 def _labelled_times(source: Source, labels: Labels, keys: pa.Table) -> pa.ChunkedArray:
     """The times of the monitored rows whose labels changed."""
-    records = source.records(source.read(None))
+    if source.serving:
+        records = source.records(source.read(None))
+    else:
+        wanted = [*labels.on, *(c for c in [source.time_column] if c)]
+        records = source.rows(
+            None, [c for c in dict.fromkeys(wanted) if c in source.raw_schema.names]
+        )
+        source.rows_read += records.num_rows
     if any(c not in records.column_names for c in labels.on):
         return pa.chunked_array([], pa.timestamp("us", tz="UTC"))
     keys = keys.cast(pa.schema([records.schema.field(c) for c in labels.on]))
@@ -232,11 +319,11 @@ def _labelled_times(source: Source, labels: Labels, keys: pa.Table) -> pa.Chunke
 
 
 def _windows_in(
-    source: Source, records: pa.Table, requests: pa.Table | None, granularities: list[str]
+    source: Source, records: pa.Table, requests: pa.Table, granularities: list[str]
 ) -> dict[str, set[datetime]]:
-    """Every window the records (and serving requests) fall in."""
+    """Every window a serving log's records and requests fall in."""
     times = [_times(source, records)]
-    if requests is not None and requests.num_rows:
+    if requests.num_rows:
         times.append(requests.column("timestamp"))
     found: dict[str, set[datetime]] = {}
     for granularity in granularities:
@@ -245,23 +332,16 @@ def _windows_in(
             if granularity == SNAPSHOT:
                 starts.add(SNAPSHOT_WINDOW[0])
             else:
-                starts |= set(window_starts(chunk, granularity).drop_null().to_pylist())
+                starts |= set(start_counts(chunk, granularity))
         found[granularity] = starts
     return found
 
 
 def _ranges(touched: dict[str, set[datetime]]) -> list[Window]:
     """The touched windows of every granularity as few time ranges."""
-    spans = sorted(
-        (start, window_end(start, g)) for g, starts in touched.items() for start in starts
+    return merged(
+        [(start, window_end(start, g)) for g, starts in touched.items() for start in starts]
     )
-    merged: list[Window] = []
-    for start, end in spans:
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
-        else:
-            merged.append((start, end))
-    return merged
 
 
 def _in_window(source: Source, rows: pa.Table, window: Window, granularity: str) -> pa.Table:
@@ -429,14 +509,15 @@ def set_baseline(ws: Workspace, name: str) -> None:
 def _compute_baseline(ws: Workspace, spec: MonitorSpec, tables: OutputTables) -> list[Summary]:
     if spec.baseline_table is None:
         raise LakeforgeError(f"monitor {spec.name!r} has no baseline_table to set a baseline from")
-    table = TableName.parse(spec.baseline_table, default_catalog=ws.target.catalog)
-    version = ws.tables.delta(table).version()
-    rows = ws.tables.read(table, version=version)
-    if is_serving_log(rows.schema):
-        rows = unpack(rows, spec)
-    profiler = Profiler(spec, rows.schema, serving=False)
+    source = Source(ws, spec, spec.baseline_table)
+    version = source.version
+    schema, read = source.raw_schema, _reader(source, None, None)
+    if source.serving:
+        rows = source.records(source.read(None))
+        schema, read = rows.schema, _held(rows)
+    profiler = Profiler(spec, schema, serving=False)
     profiler.version_col = None  # the baseline compares with every model version
-    summaries = profiler.window(rows, None, None, None)
+    summaries = profiler.windows(read, [None], None, [None])
     name = spec.name
     only = f"monitor_name = {sql_text(name)} AND log_type = 'BASELINE'"
     state = [{**s.state_row("BASELINE", version), "monitor_name": name} for s in summaries]

@@ -10,20 +10,32 @@ prediction column(s), ``request_id``, ``timestamp`` and ``model_version``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 
 from lakeforge.errors import SchemaMismatchError
 from lakeforge.lakehouse import TableName, connect_duckdb, type_kind
-from lakeforge.monitoring._windows import TIMESTAMP, Window, as_timestamps
+from lakeforge.monitoring._windows import (
+    SNAPSHOT_WINDOW,
+    TIMESTAMP,
+    Window,
+    as_timestamps,
+    merged,
+    start_counts,
+)
 from lakeforge.project import MonitorSpec
 
 if TYPE_CHECKING:
+    import duckdb
+
     from lakeforge._workspace import Workspace
 
 #: Columns that make a table a serving inference table (``lakeforge.serving``'s schema).
@@ -38,16 +50,23 @@ def is_serving_log(schema: pa.Schema) -> bool:
 
 
 class Source:
-    """The monitored table of one monitor, as the refresh sees it."""
+    """The monitored table of one monitor (or its baseline table), as the refresh sees it.
 
-    def __init__(self, ws: Workspace, spec: MonitorSpec) -> None:
+    Reads go through one Arrow dataset of the snapshot: only the columns asked for, and
+    only the files and row groups a window's time range can hold (delta-rs gives each
+    file's statistics to the dataset). It keeps the table's types: ``Lakehouse.scan``'s
+    string views have no filter kernel in pyarrow.
+    """
+
+    def __init__(self, ws: Workspace, spec: MonitorSpec, table: str | None = None) -> None:
         self.ws = ws
         self.spec = spec
-        self.table = TableName.parse(spec.table, default_catalog=ws.target.catalog)
+        self.table = TableName.parse(table or spec.table, default_catalog=ws.target.catalog)
         self.version = ws.tables.delta(self.table).version()
         self.raw_schema = ws.tables.schema(self.table)
         self.serving = is_serving_log(self.raw_schema)
         self.rows_read = 0
+        self._dataset: pads.Dataset | None = None
 
     @property
     def time_column(self) -> str | None:
@@ -69,47 +88,111 @@ class Source:
         return as_timestamps(rows.column(column), column=column)
 
     def changes(self, since: int) -> pa.Table | None:
-        """Rows inserted, updated or deleted after version ``since`` (None: the change
-        data feed cannot cover that range, e.g. it is off or was vacuumed)."""
+        """The window times of rows inserted, updated or deleted after version ``since``, as
+        the change data feed's time column (None: the feed cannot cover that range, e.g. it
+        is off or was vacuumed)."""
+        column = self.time_column or self.raw_schema.names[0]
         try:
-            changed = self.ws.tables.changes(
-                self.table, starting_version=since + 1, ending_version=self.version
+            feed = self.ws.tables.delta(self.table).load_cdf(
+                starting_version=since + 1, ending_version=self.version, columns=[column]
             )
+            changed = pa.RecordBatchReader.from_stream(feed).read_all()
         except Exception:  # noqa: BLE001 - delta-rs raises several types; a full read follows
             return None
         self.rows_read += changed.num_rows
         return changed
 
     def read(self, windows: Sequence[Window] | None) -> pa.Table:
-        """Raw rows of the snapshot in these windows (None: every row)."""
-        column = self.time_column
-        where = None
-        if windows is not None and column is not None:
-            where = " OR ".join(self._range(column, start, end) for start, end in windows)
-            if not where:
-                where = "FALSE"
-        rows = self.ws.tables.read(self.table, version=self.version, filter=where)
+        """Every raw column of the snapshot's rows in these windows (None: every row)."""
+        rows = self.rows(windows, None)
         self.rows_read += rows.num_rows
         return rows
 
-    def _range(self, column: str, start: datetime, end: datetime) -> str:
-        if self.serving:
-            low, high = (int(t.timestamp() * 1000) for t in (start, end))
-            return f"({column} >= {low} AND {column} < {high})"
+    def rows(self, windows: Sequence[Window] | None, columns: list[str] | None) -> pa.Table:
+        """``columns`` (None: all) of the rows in these windows (None: every row), in the
+        table's types; not counted in ``rows_read`` (a window is read column group by group)."""
+        column = self.time_column
+        where = None if windows is None or column is None else self._within(column, windows)
+        return self._scan().to_table(columns=columns, filter=where)
+
+    def window_counts(
+        self, granularities: list[str], ranges: Sequence[Window] | None
+    ) -> dict[str, dict[datetime, int]]:
+        """The rows of each window of each granularity, among the rows in ``ranges`` (None:
+        every row), from the time column alone; those rows count as read."""
+        found: dict[str, dict[datetime, int]] = {g: {} for g in granularities}
+        column = self.time_column
+        if ranges is not None and not ranges:
+            return found
+        if column is None:  # a snapshot: one window of every row
+            count = self._scan().count_rows()
+            self.rows_read += count
+            return {g: {SNAPSHOT_WINDOW[0]: count} for g in granularities}
+        where = None if ranges is None else self._within(column, ranges)
+        for batch in self._scan().to_batches(columns=[column], filter=where):
+            self.rows_read += batch.num_rows
+            times = self.timestamps(pa.Table.from_batches([batch]))
+            for granularity in granularities:
+                counts = found[granularity]
+                for start, count in start_counts(times, granularity).items():
+                    counts[start] = counts.get(start, 0) + count
+        return found
+
+    def split(self, rows: pa.Table, windows: Sequence[Window]) -> list[pa.Table]:
+        """Rows (with the time column) cut into these disjoint windows, oldest first, each
+        keeping its rows' order: one stable sort by window, not one filter per window."""
+        times = pc.fill_null(self.timestamps(rows).cast(pa.int64()), _BEFORE_ALL)
+        micros = np.asarray(times.to_numpy())
+        starts = np.array([_micros(start) for start, _end in windows], np.int64)
+        ends = np.array([_micros(end) for _start, end in windows], np.int64)
+        at = np.searchsorted(starts, micros, side="right") - 1
+        outside = (at < 0) | (micros >= ends[np.maximum(at, 0)])
+        at[outside] = len(windows)  # sorted last, then left out
+        order = np.argsort(at, kind="stable")
+        cuts = np.searchsorted(at[order], np.arange(len(windows) + 1))
+        kept = rows.take(order[: cuts[-1]])
+        return [kept.slice(low, high - low) for low, high in itertools.pairwise(cuts)]
+
+    def _scan(self) -> pads.Dataset:
+        if self._dataset is None:
+            delta = self.ws.tables.delta(self.table, version=self.version)
+            self._dataset = delta.to_pyarrow_dataset()
+        return self._dataset
+
+    def _within(self, column: str, windows: Sequence[Window]) -> pc.Expression:
+        """Rows whose ``column`` falls in any of these windows, as a dataset filter."""
         kind = self.raw_schema.field(column).type
-        if pa.types.is_timestamp(kind) and kind.tz is None:
-            start, end = (t.astimezone(UTC).replace(tzinfo=None) for t in (start, end))
-        cast = "DATE" if pa.types.is_date(kind) else "TIMESTAMPTZ"
-        if pa.types.is_timestamp(kind) and kind.tz is None:
-            cast = "TIMESTAMP"
-        return (
-            f"(\"{column}\" >= CAST('{start.isoformat()}' AS {cast}) AND "
-            f"\"{column}\" < CAST('{end.isoformat()}' AS {cast}))"
-        )
+        found = pc.scalar(False)
+        for start, end in merged(list(windows)):
+            low, high = (_bound(t, kind, serving=self.serving) for t in (start, end))
+            found = found | ((pc.field(column) >= low) & (pc.field(column) < high))
+        return found
 
     def records(self, raw: pa.Table) -> pa.Table:
         """The rows profiled: raw rows, or a serving log's unpacked records."""
         return unpack(raw, self.spec) if self.serving else raw
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_BEFORE_ALL = -(2**63)  # a null time: in no window
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _bound(moment: datetime, kind: pa.DataType, *, serving: bool) -> pa.Scalar:
+    """A window bound as a value of the time column's type: epoch milliseconds in a
+    serving log, the first date on or after it for a date column, else a timestamp."""
+    if serving:
+        return pa.scalar(int(moment.timestamp() * 1000), kind)
+    if pa.types.is_date(kind):
+        day = moment.astimezone(UTC)
+        after = day.date() + timedelta(days=1) if day.time() != time() else day.date()
+        return pa.scalar(after, kind)
+    if pa.types.is_timestamp(kind) and kind.tz is None:
+        return pa.scalar(moment.astimezone(UTC).replace(tzinfo=None), kind)
+    return pa.scalar(moment, kind)
 
 
 # -- serving logs -----------------------------------------------------------------------
@@ -261,6 +344,7 @@ class Labels:
                 f"{', '.join(missing)} (columns: {', '.join(schema.names)})"
             )
         check_label_type(spec, schema.field(self.label_col).type, f"{self.table}.{self.label_col}")
+        self._labels: pa.Table | None = None
 
     def changed_keys(self, since: int | None) -> pa.Table | None:
         """The join keys of labels changed after ``since`` (None: every label is new)."""
@@ -281,26 +365,50 @@ class Labels:
                 f"monitor {self.spec.name}: labels join on {', '.join(missing)}, which the "
                 f"monitored rows lack (columns: {', '.join(records.column_names)})"
             )
-        labels = self.ws.tables.read(
-            self.table, version=self.version, columns=[*self.on, self.label_col]
-        )
         base = (
             records.drop_columns([self.target_col])
             if self.target_col in records.column_names
             else records
         )
         con = connect_duckdb()
-        con.register("records_", base.append_column("_lf_row", pa.array(range(base.num_rows))))
-        con.register("labels_", labels.append_column("_lf_row", pa.array(range(labels.num_rows))))
-        keys = ", ".join(f'"{c}"' for c in self.on)
-        on = " AND ".join(f'r."{c}" = l."{c}"' for c in self.on)
-        joined = con.sql(
-            f'SELECT r.*, l."_lf_label" AS "{self.target_col}" FROM records_ r LEFT JOIN '
-            f'(SELECT {keys}, last("{self.label_col}" ORDER BY _lf_row) AS _lf_label '
-            f"FROM labels_ GROUP BY {keys}) l ON {on} ORDER BY r._lf_row"
-        ).to_arrow_table()
-        con.close()
+        try:
+            con.register("records_", base.append_column("_lf_row", pa.array(range(base.num_rows))))
+            con.register("labels_", self._latest(con))
+            on = " AND ".join(f'r."{c}" = l."{c}"' for c in self.on)
+            joined = con.sql(
+                f'SELECT r.*, l."_lf_label" AS "{self.target_col}" FROM records_ r LEFT JOIN '
+                f"labels_ l ON {on} ORDER BY r._lf_row"
+            ).to_arrow_table()
+        finally:
+            con.close()
         return pa.table(joined).drop_columns(["_lf_row"])
+
+    def attach(self, records: pa.Table) -> pa.Table:
+        """``records`` with the label column appended, joined on the key columns alone (the
+        other columns keep their types)."""
+        labelled = self.join(records.select(self.on)).column(self.target_col)
+        if self.target_col in records.column_names:
+            records = records.drop_columns([self.target_col])
+        return records.append_column(self.target_col, labelled)
+
+    def _latest(self, con: duckdb.DuckDBPyConnection) -> pa.Table:
+        """The last label of each key, computed once (a window is joined column group by
+        column group)."""
+        if self._labels is None:
+            labels = self.ws.tables.read(
+                self.table, version=self.version, columns=[*self.on, self.label_col]
+            )
+            rows = labels.append_column("_lf_row", pa.array(range(labels.num_rows)))
+            con.register("all_labels_", rows)
+            keys = ", ".join(f'"{c}"' for c in self.on)
+            self._labels = pa.table(
+                con.sql(
+                    f'SELECT {keys}, last("{self.label_col}" ORDER BY _lf_row) AS _lf_label '
+                    f"FROM all_labels_ GROUP BY {keys}"
+                ).to_arrow_table()
+            )
+            con.unregister("all_labels_")
+        return self._labels
 
 
 def check_label_type(spec: MonitorSpec, kind: pa.DataType, where: str) -> None:

@@ -59,6 +59,13 @@ def window_starts(timestamps: pa.ChunkedArray, granularity: str) -> pa.ChunkedAr
     return pc.floor_temporal(timestamps, multiple=multiple, unit=unit, week_starts_monday=True)
 
 
+def start_counts(timestamps: pa.ChunkedArray, granularity: str) -> dict[datetime, int]:
+    """How many of the (non-null) timestamps fall in each window, by window start."""
+    counts = pc.value_counts(window_starts(timestamps, granularity).drop_null())
+    starts: list[datetime] = counts.field("values").to_pylist()
+    return dict(zip(starts, counts.field("counts").to_pylist(), strict=True))
+
+
 def window_end(start: datetime, granularity: str) -> datetime:
     """The exclusive end of the window that starts at ``start``."""
     if granularity == SNAPSHOT:
@@ -73,6 +80,17 @@ def window_end(start: datetime, granularity: str) -> datetime:
     )
     end: datetime = ends[0].as_py()
     return end
+
+
+def merged(windows: list[Window]) -> list[Window]:
+    """Windows as few time ranges: overlapping or adjacent ones joined, oldest first."""
+    found: list[Window] = []
+    for start, end in sorted(windows):
+        if found and start <= found[-1][1]:
+            found[-1] = (found[-1][0], max(end, found[-1][1]))
+        else:
+            found.append((start, end))
+    return found
 
 
 def windows_of(timestamps: pa.ChunkedArray, granularity: str) -> list[Window]:
