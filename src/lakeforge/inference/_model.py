@@ -356,7 +356,7 @@ class _FastPath:
     def predict(self, part: pa.Table) -> Any:
         """The model's predictions for ``part``, or None when a column is missing or of a
         type other than the signature's or an integer (MLflow's path decides then)."""
-        arrays = []
+        columns = []
         for name in self.names:
             if name not in part.column_names:
                 return None
@@ -365,9 +365,13 @@ class _FastPath:
                 if not pa.types.is_integer(column.type):
                     return None
                 column = pc.cast(column, self.target)  # checked, as widen_to_signature
-            arrays.append(column.to_numpy())
-        matrix = np.column_stack(arrays) if arrays else np.empty((part.num_rows, 0))
-        frame = pd.DataFrame(matrix.astype(self.dtype, copy=False), columns=self.index, copy=False)
+            columns.append(column)
+        # Column-major: each column is one contiguous copy (a row-major stack is a strided
+        # one, twice as slow), and the frame's block is then pandas' own layout.
+        matrix = np.empty((part.num_rows, len(columns)), dtype=self.dtype, order="F")
+        for index, column in enumerate(columns):
+            matrix[:, index] = column.to_numpy()
+        frame = pd.DataFrame(matrix, columns=self.index, copy=False)
         return self.function(frame, params=None) if self.params else self.function(frame)
 
 
