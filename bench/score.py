@@ -249,7 +249,8 @@ def side_stream(ws: Any, commits: int) -> Any:
     for name in (source, output, output + "_errors"):
         if ws.tables.exists(name):
             ws.tables.drop(name)
-    data = ws.tables.read(TABLE).slice(0, (commits + 1) * 1000)
+    # only the rows streamed (reading the whole table would set the peak at 10M rows)
+    data = ws.tables.read(TABLE, filter=f"id < {(commits + 1) * 1000}").sort_by("id")
 
     def append(i: int) -> None:
         ws.tables.write(source, data.slice(i * 1000, 1000), mode="append", primary_keys=["id"])
