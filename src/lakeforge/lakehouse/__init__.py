@@ -22,7 +22,12 @@ if TYPE_CHECKING:
         type_kind,
     )
     from lakeforge.lakehouse._commits import TransactionConflictError
-    from lakeforge.lakehouse._duckdb import connect_duckdb, register_snapshot
+    from lakeforge.lakehouse._duckdb import (
+        connect_duckdb,
+        parse_tree,
+        register_snapshot,
+        tree_nodes,
+    )
     from lakeforge.lakehouse._expectations import (
         Expectation,
         expect,
@@ -54,7 +59,9 @@ _HOME = {
     "type_kind": "_arrow",
     "TransactionConflictError": "_commits",
     "connect_duckdb": "_duckdb",
+    "parse_tree": "_duckdb",
     "register_snapshot": "_duckdb",
+    "tree_nodes": "_duckdb",
     "Expectation": "_expectations",
     "expect": "_expectations",
     "expect_or_drop": "_expectations",
@@ -111,8 +118,10 @@ __all__ = [
     "find_table_refs",
     "materialize",
     "parse_columns",
+    "parse_tree",
     "primary_keys_of",
     "register_snapshot",
     "to_arrow",
+    "tree_nodes",
     "type_kind",
 ]

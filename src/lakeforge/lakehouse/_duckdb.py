@@ -6,8 +6,10 @@ the feature store and any capability can share these helpers without an import c
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -22,6 +24,30 @@ def connect_duckdb() -> duckdb.DuckDBPyConnection:
     # Without this DuckDB may plan ASOF joins over Arrow scans as a nested loop (500x slower).
     con.execute("SET asof_loop_join_threshold = 0")
     return con
+
+
+def parse_tree(sql: str) -> dict[str, Any]:
+    """DuckDB's parse tree of ``sql`` as JSON (``json_serialize_sql``): parsed, never run,
+    on a connection without file access. One that does not parse has ``"error": true``."""
+    con = duckdb.connect()
+    try:
+        con.execute("SET enable_external_access = false")
+        row = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+    finally:
+        con.close()
+    tree: dict[str, Any] = json.loads(row[0]) if row else {"error": True}
+    return tree
+
+
+def tree_nodes(value: Any) -> Iterator[dict[str, Any]]:
+    """Every object in (a part of) a parse tree from :func:`parse_tree`."""
+    if isinstance(value, dict):
+        yield value
+        for child in value.values():
+            yield from tree_nodes(child)
+    elif isinstance(value, list):
+        for child in value:
+            yield from tree_nodes(child)
 
 
 def register_snapshot(

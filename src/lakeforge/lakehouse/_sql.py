@@ -14,7 +14,6 @@ once every statement has been computed and checked.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +26,13 @@ import pyarrow.dataset as pads
 
 from lakeforge.errors import SqlError
 from lakeforge.lakehouse._arrow import conform
-from lakeforge.lakehouse._duckdb import connect_duckdb, register_snapshot, string_list
+from lakeforge.lakehouse._duckdb import (
+    connect_duckdb,
+    parse_tree,
+    register_snapshot,
+    string_list,
+    tree_nodes,
+)
 from lakeforge.lakehouse._names import TableName
 
 if TYPE_CHECKING:
@@ -150,34 +155,17 @@ def parse_filter(where: str, *, label: str) -> RowFilter:
             f"filter {where!r} on {label} is not one SQL expression ({_first_line(exc)}): "
             + _FILTER_ALLOWED
         ) from None
-    con = _locked(connect_duckdb())
-    try:
-        serialized = con.execute("SELECT json_serialize_sql(?)", [f"SELECT 1 WHERE {where}"])
-        row = serialized.fetchone()
-    finally:
-        con.close()
-    tree: dict[str, Any] = json.loads(row[0]) if row else {"error": True}
+    tree = parse_tree(f"SELECT 1 WHERE {where}")
     statements: list[dict[str, Any]] = tree.get("statements", [])
     if tree.get("error") or len(statements) != 1:
         raise SqlError(f"filter {where!r} on {label} is not one SQL expression: {_FILTER_ALLOWED}")
-    nodes = list(_json_nodes(statements[0]["node"]["where_clause"]))
+    nodes = list(tree_nodes(statements[0]["node"]["where_clause"]))
     if any(node.get("class") == "SUBQUERY" for node in nodes):
         raise SqlError(f"filter {where!r} on {label} has subqueries: {_FILTER_ALLOWED}")
     columns = frozenset(
         node["column_names"][-1].lower() for node in nodes if node.get("class") == "COLUMN_REF"
     )
     return RowFilter(expression, columns)
-
-
-def _json_nodes(value: Any) -> Iterator[dict[str, Any]]:
-    """Every object in a parsed JSON tree."""
-    if isinstance(value, dict):
-        yield value
-        for child in value.values():
-            yield from _json_nodes(child)
-    elif isinstance(value, list):
-        for child in value:
-            yield from _json_nodes(child)
 
 
 def query_dataset(

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lakeforge.errors import LakeforgeError
-from lakeforge.lakehouse import connect_duckdb, type_kind
+from lakeforge.lakehouse import connect_duckdb, parse_tree, tree_nodes, type_kind
 from lakeforge.monitoring._drift import dataset_drift, drift_row
 from lakeforge.monitoring._quality import classification_metrics, regression_metrics
 from lakeforge.monitoring._sources import RECORD_COLUMNS
@@ -272,14 +272,8 @@ class Profiler:
     def _referenced(self, expr: str) -> list[str]:
         """The columns a SQL expression names, as DuckDB parses it (every column when it
         selects ``*`` or does not parse: DuckDB reports the error when it runs)."""
-        con = connect_duckdb()
-        try:
-            tree = con.execute("SELECT json_serialize_sql(?)", [f"SELECT ({expr}) FROM rows_"])
-            row = tree.fetchone()
-        finally:
-            con.close()
-        parsed: dict[str, Any] = json.loads(row[0]) if row else {"error": True}
-        nodes = list(_nodes(parsed.get("statements", [])))
+        parsed = parse_tree(f"SELECT ({expr}) FROM rows_")
+        nodes = list(tree_nodes(parsed.get("statements", [])))
         if parsed.get("error") or any(n.get("class") == "STAR" for n in nodes):
             return list(self.names)
         named = {
@@ -580,14 +574,3 @@ def _finite(value: Any) -> float | None:
 
 def _unique(names: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(names))
-
-
-def _nodes(value: Any) -> Iterator[dict[str, Any]]:
-    """Every object in a parsed JSON tree."""
-    if isinstance(value, dict):
-        yield value
-        for child in value.values():
-            yield from _nodes(child)
-    elif isinstance(value, list):
-        for child in value:
-            yield from _nodes(child)
