@@ -104,7 +104,9 @@ class Scorer:
             return
         model = take_model(self.ref)
         if self.features == "online":
-            attach = getattr(_python_model(model), "use_online_store", None)
+            from lakeforge.tracking import python_model_of
+
+            attach = getattr(python_model_of(model), "use_online_store", None)
             if attach is not None:
                 self._store = self._open_store()
                 attach(self._store)
@@ -501,11 +503,3 @@ def _where(mask: np.ndarray, rows: np.ndarray) -> Iterator[tuple[int, int]]:
 def _reason(exc: Exception) -> str:
     message = getattr(exc, "message", None) or str(exc)
     return f"{type(exc).__name__}: {message}".strip()
-
-
-def _python_model(model: Any) -> Any:
-    """The PythonModel inside a loaded pyfunc (None for other flavors)."""
-    try:
-        return model.unwrap_python_model()
-    except Exception:  # MLflow raises for flavors that are not a PythonModel
-        return None

@@ -85,16 +85,12 @@ def load(
 ) -> LoadedModel:
     """Load a registered version, attach ``online()`` if it is feature-aware, warm it."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
-    from lakeforge.tracking import use_target
+    from lakeforge.tracking import python_model_of, use_target
 
     with use_target(ws.target):
         pyfunc = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
-    try:  # a Python model, logged as an object or from code
-        attach = getattr(pyfunc.unwrap_python_model(), "use_online_store", None)
-    except MlflowException:  # another flavor
-        attach = None
+    attach = getattr(python_model_of(pyfunc), "use_online_store", None)
     if attach is not None:
         attach(online())  # an unavailable store fails the load: the entity reports it
     loaded = LoadedModel.wrap(model_name, version, pyfunc)

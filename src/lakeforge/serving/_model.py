@@ -320,13 +320,9 @@ def service_error(exc: BaseException) -> RequestError | None:
 def _own_warm(pyfunc: Any) -> Callable[[pd.DataFrame], Any] | None:
     """A Python model's own ``warm(model_input)`` method (logged as an object or from
     code), if it has one."""
-    from mlflow.exceptions import MlflowException
+    from lakeforge.tracking import python_model_of
 
-    try:
-        python_model = pyfunc.unwrap_python_model()
-    except MlflowException:  # another flavor
-        return None
-    own = getattr(python_model, "warm", None)
+    own = getattr(python_model_of(pyfunc), "warm", None)
     return own if callable(own) else None
 
 

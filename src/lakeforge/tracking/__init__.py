@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         client_for,
         experiment_id,
         experiment_name,
+        python_model_of,
         use_target,
     )
     from lakeforge.tracking._runs import ModelLoggingError, SignatureError, Tracker, TrainingRun
@@ -76,6 +77,7 @@ _HOME: dict[str, tuple[str, str]] = {
     "client_for": ("_mlflow", "client_for"),
     "experiment_id": ("_mlflow", "experiment_id"),
     "experiment_name": ("_mlflow", "experiment_name"),
+    "python_model_of": ("_mlflow", "python_model_of"),
     "use_target": ("_mlflow", "use_target"),
     "ModelLoggingError": ("_runs", "ModelLoggingError"),
     "SignatureError": ("_runs", "SignatureError"),
@@ -143,6 +145,7 @@ __all__ = [
     "git_info",
     "list_runs",
     "parse_space",
+    "python_model_of",
     "tune",
     "use_target",
 ]

@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lakeforge.errors import LakeforgeError
 
@@ -153,3 +153,14 @@ def experiment_id(client: MlflowClient, target: Target, name: str) -> str:
 def experiment_name(project: str, pipeline: str) -> str:
     """Experiments are named per project and pipeline: ``<project>/<pipeline>``."""
     return f"{project}/{pipeline}"
+
+
+def python_model_of(pyfunc: Any) -> Any:
+    """The ``PythonModel`` inside a loaded pyfunc, logged as an object or from code (None
+    for other flavors, for which MLflow raises)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return pyfunc.unwrap_python_model()
+    except MlflowException:
+        return None
