@@ -314,14 +314,21 @@ def header(headers: dict[bytes, bytes], name: bytes) -> str | None:
     return value.decode("latin-1") if value is not None else None
 
 
+def bearer_digest(headers: dict[bytes, bytes]) -> str | None:
+    """The SHA-256 hex digest of the request's bearer token (None: no bearer token)."""
+    value = header(headers, b"authorization")
+    if value is None or not value.lower().startswith("bearer "):
+        return None
+    return hashlib.sha256(value[7:].strip().encode()).hexdigest()
+
+
 def check_token(name: str, tokens: frozenset[str], headers: dict[bytes, bytes]) -> None:
     """Refuse (401/403) a request whose bearer token's SHA-256 is not in ``tokens``."""
     if not tokens:
         return
-    value = header(headers, b"authorization")
-    if value is None or not value.lower().startswith("bearer "):
+    digest = bearer_digest(headers)
+    if digest is None:
         raise RequestError(401, f"endpoint {name!r} needs a bearer token", "UNAUTHENTICATED")
-    digest = hashlib.sha256(value[7:].strip().encode()).hexdigest()
     if digest not in tokens:
         raise RequestError(
             403, f"the token is not valid for endpoint {name!r}", "PERMISSION_DENIED"

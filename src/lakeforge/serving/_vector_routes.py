@@ -22,12 +22,18 @@ index), 409 (not synced or pinned yet), 413 (body over 1 MB).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from lakeforge.serving._protocol import Receive, RequestError, Scope, dumps, header, read_body
+from lakeforge.serving._protocol import (
+    Receive,
+    RequestError,
+    Scope,
+    bearer_digest,
+    dumps,
+    read_body,
+)
 from lakeforge.vectors import MAX_K, IndexRef, VectorIndexError, resolve, search_ref
 
 if TYPE_CHECKING:
@@ -74,7 +80,7 @@ def _authorize(runtime: Runtime, name: str, headers: dict[bytes, bytes]) -> Inde
         ref: IndexRef | None = resolve(runtime.ws, name, served)
     except VectorIndexError:
         ref = None
-    digest = _bearer_digest(headers)
+    digest = bearer_digest(headers)
     if ref is not None and _opens(ref.spec, digest):
         return ref
     protected = [spec for spec in served.values() if spec.auth is not None]
@@ -91,14 +97,6 @@ def _authorize(runtime: Runtime, name: str, headers: dict[bytes, bytes]) -> Inde
         f"(served to this caller: {readable})",
         "RESOURCE_DOES_NOT_EXIST",
     )
-
-
-def _bearer_digest(headers: dict[bytes, bytes]) -> str | None:
-    """The SHA-256 hex digest of the request's bearer token (None: no bearer token)."""
-    value = header(headers, b"authorization")
-    if value is None or not value.lower().startswith("bearer "):
-        return None
-    return hashlib.sha256(value[7:].strip().encode()).hexdigest()
 
 
 def _opens(spec: VectorIndexSpec, digest: str | None) -> bool:
